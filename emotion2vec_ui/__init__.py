@@ -1,0 +1,37 @@
+"""emotion2vec-ui: speech emotion recognition with emotion2vec+ large.
+
+    from emotion2vec_ui import load_model
+    model = load_model()
+    result = model.predict("clip.wav", granularity="frame")
+    result.emotion, result.scores
+
+Importing the package is light: torch and funasr load with the model.
+"""
+
+from .audio import ACCEPTED_INPUTS, SAMPLE_RATE, Audio, AudioLimits, load_audio
+from .errors import (
+    AudioDecodeError,
+    AudioError,
+    AudioFileNotFoundError,
+    AudioLimitError,
+    AudioTooShortError,
+    CheckpointMismatchError,
+    CorruptAudioError,
+    Emotion2vecError,
+    EmptyAudioError,
+    InvalidSamplesError,
+    ModelLoadError,
+    UnsupportedCodecError,
+)
+from .outputs import save_recognition
+from .pipeline import Recognition, Recognizer, load_model
+from .results import EMOTION_LABELS, EmotionResult, label_for
+
+__all__ = [
+    "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",
+    "AudioDecodeError", "AudioError", "AudioFileNotFoundError", "AudioLimitError", "AudioTooShortError",
+    "CheckpointMismatchError", "CorruptAudioError", "Emotion2vecError", "EmptyAudioError",
+    "InvalidSamplesError", "ModelLoadError", "UnsupportedCodecError",
+    "save_recognition", "Recognition", "Recognizer", "load_model",
+    "EMOTION_LABELS", "EmotionResult", "label_for",
+]

@@ -1,0 +1,330 @@
+"""Decode any supported audio input to the model's input: mono float32 at 16 kHz.
+
+Files and bytes are decoded with PyAV (FFmpeg's libraries shipped in the wheel, so no
+system ffmpeg is needed), frame by frame: each decoded frame is downmixed (channel
+mean) and resampled with soxr right away, so only the 16 kHz mono result is held in
+memory, and the duration limit is enforced on decoded samples, not on headers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from .errors import (
+    AudioDecodeError,
+    AudioFileNotFoundError,
+    AudioLimitError,
+    AudioTooShortError,
+    CorruptAudioError,
+    EmptyAudioError,
+    InvalidSamplesError,
+    UnsupportedCodecError,
+)
+
+SAMPLE_RATE = 16_000  # Hz, the model's input rate
+MIN_SAMPLES = 400  # samples at 16 kHz (25 ms): the conv front end's receptive field
+MIN_SOURCE_RATE = 8_000  # Hz
+MAX_SOURCE_RATE = 192_000  # Hz
+RESAMPLE_QUALITY = "HQ"  # soxr quality preset: no warm-up, about 1 ms per second of audio
+TRUNCATION_TOLERANCE_S = 0.25  # decoded may fall this short of the declared duration
+
+ACCEPTED_INPUTS = (
+    "a path to an audio file (WAV, MP3, M4A/AAC, FLAC, OGG Vorbis/Opus, WEBM), "
+    "the file's bytes, or a numpy waveform with its sample rate as (array, rate)"
+)
+# Leading bytes of the containers we accept: a file that starts like one of these but
+# fails to open is damaged or truncated rather than "not audio".
+SIGNATURES = {
+    b"RIFF": "WAV",
+    b"RF64": "WAV",
+    b"fLaC": "FLAC",
+    b"OggS": "OGG",
+    b"ID3": "MP3",
+    b"\xff\xfb": "MP3",
+    b"\xff\xf3": "MP3",
+    b"\xff\xf2": "MP3",
+    b"\x1a\x45\xdf\xa3": "WEBM/Matroska",
+}
+HEADER_PEEK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Input limits; defaults come from E2V_MAX_FILE_MB and E2V_MAX_DURATION_S."""
+
+    max_file_bytes: int = 1024 * 1024 * 1024  # 1 GiB
+    max_duration_s: float = 3 * 3600.0  # 3 hours
+
+    @classmethod
+    def from_env(cls) -> "AudioLimits":
+        defaults = cls()
+        max_mb = os.environ.get("E2V_MAX_FILE_MB")
+        max_s = os.environ.get("E2V_MAX_DURATION_S")
+        return cls(
+            max_file_bytes=int(float(max_mb) * 1024 * 1024) if max_mb else defaults.max_file_bytes,
+            max_duration_s=float(max_s) if max_s else defaults.max_duration_s,
+        )
+
+
+@dataclass
+class Audio:
+    """A decoded input: `waveform` (N,) float32 mono at 16 kHz, plus where it came from."""
+
+    waveform: np.ndarray
+    name: str
+    source_rate: int
+    source_channels: int
+    source_format: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.waveform) / SAMPLE_RATE
+
+
+def load_audio(
+    source,
+    sample_rate: int | None = None,
+    *,
+    name: str | None = None,
+    limits: AudioLimits | None = None,
+) -> Audio:
+    """Decode `source` (path, bytes, or numpy array with `sample_rate`) to 16 kHz mono.
+
+    `name` is what error messages call the input (default: the path, or a generic
+    description). Raises a subclass of `AudioError` that names the input and says
+    what to do.
+    """
+    limits = limits or AudioLimits.from_env()
+    if isinstance(source, tuple) and len(source) == 2:
+        source, sample_rate = _split_array_tuple(source)
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise InvalidSamplesError(
+                "A numpy waveform needs its sample rate: pass (array, rate) or sample_rate=."
+            )
+        audio = _from_array(source, int(sample_rate), name or "numpy waveform", limits)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "audio bytes"
+        _check_size(len(source), name, limits)
+        audio = _decode(io.BytesIO(bytes(source)), name, limits)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = name or str(source)
+        if not path.is_file():
+            raise AudioFileNotFoundError(
+                f"{name}: no such file. Check the path; accepted inputs are {ACCEPTED_INPUTS}."
+            )
+        _check_size(path.stat().st_size, name, limits)
+        with open(path, "rb") as handle:
+            audio = _decode(handle, name, limits)
+    else:
+        raise AudioDecodeError(
+            f"Cannot read audio from a {type(source).__name__}; pass {ACCEPTED_INPUTS}."
+        )
+    _check_waveform(audio)
+    return audio
+
+
+def _split_array_tuple(pair: tuple) -> tuple[np.ndarray, int]:
+    """Accept (array, rate) and Gradio's (rate, array)."""
+    first, second = pair
+    if isinstance(first, (int, np.integer)) and isinstance(second, np.ndarray):
+        return second, int(first)
+    return first, second
+
+
+def _check_size(num_bytes: int, name: str, limits: AudioLimits) -> None:
+    if num_bytes == 0:
+        raise EmptyAudioError(f"{name}: the file is empty (0 bytes). Choose a recording with sound in it.")
+    if num_bytes > limits.max_file_bytes:
+        raise AudioLimitError(
+            f"{name}: {num_bytes / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB "
+            "file size limit. Compress or split the file, or raise E2V_MAX_FILE_MB."
+        )
+
+
+def _check_rate(rate: int, name: str) -> None:
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise InvalidSamplesError(
+            f"{name}: sample rate {rate} Hz is outside the supported "
+            f"{MIN_SOURCE_RATE}-{MAX_SOURCE_RATE} Hz. Resample the file first."
+        )
+
+
+def _duration_error(name: str, limits: AudioLimits) -> AudioLimitError:
+    return AudioLimitError(
+        f"{name}: longer than the {limits.max_duration_s:.0f} s duration limit. "
+        "Split the recording, or raise E2V_MAX_DURATION_S."
+    )
+
+
+def _check_waveform(audio: Audio) -> None:
+    if len(audio.waveform) == 0:
+        raise EmptyAudioError(f"{audio.name}: decodes to no audio samples. Choose a recording with sound in it.")
+    if len(audio.waveform) < MIN_SAMPLES:
+        raise AudioTooShortError(
+            f"{audio.name}: {audio.duration_s * 1000:.1f} ms of audio is too short; the model needs "
+            f"at least {MIN_SAMPLES * 1000 / SAMPLE_RATE:.0f} ms ({MIN_SAMPLES} samples at 16 kHz)."
+        )
+    if not np.isfinite(audio.waveform).all():
+        raise InvalidSamplesError(
+            f"{audio.name}: the audio holds NaN or infinite sample values. Re-export it from its source."
+        )
+
+
+def _from_array(array: np.ndarray, rate: int, name: str, limits: AudioLimits) -> Audio:
+    """(N,) or 2-D waveform (channels on the shorter axis), int or float, to 16 kHz mono."""
+    _check_rate(rate, name)
+    if array.ndim == 2:
+        channels = min(array.shape)
+        array = array.mean(axis=int(np.argmin(array.shape)), dtype=np.float64) if channels > 1 else array.reshape(-1)
+        array = _int_to_float(array) if channels == 1 else array
+    elif array.ndim == 1:
+        channels = 1
+        array = _int_to_float(array)
+    else:
+        raise InvalidSamplesError(f"{name}: expected a 1-D or 2-D waveform, got shape {array.shape}.")
+    if len(array) / rate > limits.max_duration_s:
+        raise _duration_error(name, limits)
+    mono = np.asarray(array, dtype=np.float32)
+    if rate != SAMPLE_RATE and len(mono):
+        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
+    return Audio(np.ascontiguousarray(mono, dtype=np.float32), name, rate, channels, "array")
+
+
+def _int_to_float(array: np.ndarray) -> np.ndarray:
+    """Scale integer PCM to [-1, 1); floats pass through."""
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        half = 2.0 ** (8 * array.dtype.itemsize - 1)
+        return (array.astype(np.float64) - half) / half
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float64) / 2.0 ** (8 * array.dtype.itemsize - 1)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidSamplesError(f"unsupported sample type {array.dtype}")
+    return array
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """One decoded PyAV AudioFrame -> (n,) float32 channel mean, scaled to [-1, 1)."""
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:  # packed: (1, n * C), interleaved
+        data = data.reshape(-1, channels).T
+    data = _int_to_float(data)
+    return data.mean(axis=0, dtype=np.float32) if channels > 1 else data[0].astype(np.float32)
+
+
+def _sniff_container(head: bytes) -> str | None:
+    """The container a file claims to be by its first bytes, or None."""
+    if head[4:8] == b"ftyp":
+        return "M4A/MP4"
+    return next((kind for magic, kind in SIGNATURES.items() if head.startswith(magic)), None)
+
+
+def _wav_declared_duration_s(head: bytes) -> float | None:
+    """Duration stated by a RIFF/WAVE header's `fmt ` and `data` chunks, in seconds."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, bytes_per_second, data_size = 12, None, None
+    while pos + 8 <= len(head) and data_size is None:
+        chunk_id, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk_id == b"fmt " and pos + 16 <= len(head):
+            bytes_per_second = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        elif chunk_id == b"data":
+            data_size = size
+        pos += 8 + size + (size & 1)
+    if not bytes_per_second or not data_size or data_size == 0xFFFFFFFF:
+        return None  # streamed WAVs leave the size unset
+    return data_size / bytes_per_second
+
+
+def _decode(handle, name: str, limits: AudioLimits) -> Audio:
+    """Stream-decode a file object with PyAV, downmixing and resampling frame by frame."""
+    import av  # deferred: PyAV loads FFmpeg's libraries
+
+    head = handle.read(HEADER_PEEK_BYTES)
+    handle.seek(0)
+    try:
+        container = av.open(handle, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        claimed = _sniff_container(head)
+        if claimed:
+            raise CorruptAudioError(
+                f"{name}: looks like a {claimed} file but cannot be opened: its data is damaged "
+                f"or truncated ({e.strerror or e}). Re-export or re-download the file."
+            ) from e
+        raise AudioDecodeError(
+            f"{name}: not a recognised audio file ({e.strerror or e}). "
+            f"Accepted: {ACCEPTED_INPUTS}."
+        ) from e
+    with container:
+        format_name = container.format.name.split(",")[0]
+        streams = container.streams.audio
+        if not streams:
+            raise UnsupportedCodecError(
+                f"{name}: the {format_name} file holds no audio stream. Choose a file with sound in it."
+            )
+        stream = streams[0]
+        if stream.codec_context is None or not stream.codec_context.codec.is_decoder:
+            raise UnsupportedCodecError(
+                f"{name}: its audio codec cannot be decoded here. Convert it to WAV, FLAC or MP3."
+            )
+        rate = stream.codec_context.sample_rate or stream.rate
+        _check_rate(rate, name)
+        channels = stream.codec_context.channels
+        resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        max_source_samples = limits.max_duration_s * rate
+        chunks: list[np.ndarray] = []
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.sample_rate != rate:
+                    raise CorruptAudioError(
+                        f"{name}: the sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz). "
+                        "Re-encode the file at one rate."
+                    )
+                mono = _frame_to_mono(frame)
+                decoded += len(mono)
+                if decoded > max_source_samples:
+                    raise _duration_error(name, limits)
+                chunks.append(resampler.resample_chunk(mono))
+        except av.error.DecoderNotFoundError as e:
+            raise UnsupportedCodecError(
+                f"{name}: no decoder for its audio codec. Convert it to WAV, FLAC or MP3."
+            ) from e
+        except av.error.FFmpegError as e:
+            raise CorruptAudioError(
+                f"{name}: the audio data is damaged or truncated ({e.strerror or e}). "
+                "Re-export or re-download the file."
+            ) from e
+        chunks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        declared_s = _wav_declared_duration_s(head) or _declared_duration_s(container, stream, format_name)
+    if decoded == 0:
+        raise EmptyAudioError(f"{name}: the {format_name} file holds no audio samples. Choose a recording with sound in it.")
+    decoded_s = decoded / rate
+    trusted = 0.8 if format_name == "mp3" else 1.0  # see _declared_duration_s
+    if declared_s and decoded_s < declared_s * trusted - TRUNCATION_TOLERANCE_S:
+        raise CorruptAudioError(
+            f"{name}: the file is truncated: its header promises {declared_s:.2f} s but only "
+            f"{decoded_s:.2f} s of audio is there. Re-export or re-download the file."
+        )
+    waveform = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    return Audio(waveform, name, rate, channels, format_name)
+
+
+def _declared_duration_s(container, stream, format_name: str) -> float | None:
+    """The duration a FLAC or MP3 header states, in seconds.
+
+    FLAC's STREAMINFO and MP3's Xing/Info header state the sample count; for MP3 without
+    one FFmpeg estimates from the bitrate, so only a shortfall beyond 20 % counts there.
+    Other containers' durations come from the file size and say nothing about truncation.
+    """
+    if format_name not in ("flac", "mp3") or stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)

@@ -1,0 +1,131 @@
+"""Command line: `python -m emotion2vec_ui predict FILE... [options]`.
+
+Loads the model once, recognises every file (bad files are reported and skipped),
+writes an output folder per file and prints one line (or JSON) per file. Exit code 0
+when every file worked, 1 when any failed, 2 for usage errors or a model that cannot
+load. `--help` imports neither torch nor funasr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import Emotion2vecError
+
+GRANULARITY_CHOICES = ("utterance", "frame")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion2vec_ui",
+        description="Speech emotion recognition with emotion2vec+ large.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="recognise the emotion in audio files")
+    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, MP3, M4A, FLAC, OGG, WEBM)")
+    predict.add_argument("--granularity", choices=GRANULARITY_CHOICES, default="utterance",
+                         help="one verdict per file (utterance) or a 20 ms track (frame)")
+    predict.add_argument("--embedding", action="store_true", help="also save embedding.npy")
+    predict.add_argument("--output-dir", default="outputs", metavar="DIR",
+                         help="where the outputs_YYYYMMDD_HHMMSS folders go (default: outputs)")
+    predict.add_argument("--no-save", action="store_true", help="print results without writing folders")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per file")
+    _add_model_options(predict)
+    predict.add_argument("--window", type=float, default=30.0, metavar="SECONDS",
+                         help="longest window the model sees at once (default 30)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint folder")
+    build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
+    build.add_argument("--size", choices=("tiny", "large"), default="tiny")
+    build.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="hub id or local checkpoint folder (env E2V_MODEL; "
+                        "default iic/emotion2vec_plus_large)")
+    parser.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope or Hugging Face (env E2V_HUB)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (env E2V_DEVICE; default: CUDA if present)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="weights and activations dtype (default fp32)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "build-checkpoint":
+        from .checkpoint import build_checkpoint
+
+        print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
+        return 0
+    return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .outputs import save_recognition
+    from .pipeline import load_model
+
+    try:
+        model = load_model(args.model, args.hub, args.device, precision=args.precision, window_s=args.window)
+    except Emotion2vecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    progress = None if args.quiet or args.json or not sys.stderr.isatty() else _ProgressBar()
+    failed = 0
+    for rec in model.iter_recognitions(args.files, args.granularity, args.embedding, progress=progress):
+        if progress:
+            progress.clear()
+        if rec.error is not None:
+            failed += 1
+            message = {"input": rec.name, "error": str(rec.error), "error_type": type(rec.error).__name__}
+            print(json.dumps(message, ensure_ascii=False) if args.json else f"{rec.name}\tERROR\t{rec.error}",
+                  file=sys.stdout if args.json else sys.stderr)
+            continue
+        folder = None
+        if not args.no_save:
+            try:
+                folder = save_recognition(rec.result, rec.audio, args.output_dir)
+            except OSError as e:
+                failed += 1
+                print(f"{rec.name}\tERROR\tcould not write to {args.output_dir}: {e}", file=sys.stderr)
+                continue
+        print(_format(rec, folder, args.json))
+    return 1 if failed else 0
+
+
+def _format(rec, folder, as_json: bool) -> str:
+    result = rec.result
+    if as_json:
+        data = result.to_dict()
+        data["output_dir"] = str(folder) if folder else None
+        return json.dumps(data, ensure_ascii=False)
+    line = f"{rec.name}\t{result.emotion}\t{result.confidence:.3f}\t{result.display}\t{result.duration_s:.2f}s"
+    if result.granularity == "frame":
+        segments = result.segments(min_duration_s=0.5)
+        line += f"\t{len(result.frame_scores)} frames, {len(segments)} segments"
+    return line + (f"\t{folder}" if folder else "")
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr, for a terminal."""
+
+    def __init__(self, width: int = 30):
+        self.width = width
+        self.started = time.monotonic()
+
+    def __call__(self, fraction: float, text: str) -> None:
+        filled = int(self.width * min(max(fraction, 0.0), 1.0))
+        elapsed = time.monotonic() - self.started
+        bar = "#" * filled + "-" * (self.width - filled)
+        print(f"\r[{bar}] {fraction * 100:5.1f}% {text} ({elapsed:.0f} s)", end="", file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        print("\r" + " " * (self.width + 60) + "\r", end="", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

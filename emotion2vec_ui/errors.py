@@ -1,0 +1,52 @@
+"""The package's exception types: catch `Emotion2vecError` to catch them all.
+
+Every message names the input it is about and says what to do about it.
+"""
+
+
+class Emotion2vecError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class AudioError(Emotion2vecError, ValueError):
+    """The audio input cannot be used; the message names the input."""
+
+
+class AudioFileNotFoundError(AudioError, FileNotFoundError):
+    """The path does not exist or is not a file."""
+
+
+class EmptyAudioError(AudioError):
+    """The file or buffer holds zero bytes, or decodes to zero samples."""
+
+
+class AudioDecodeError(AudioError):
+    """The data is not audio in a container the decoder knows."""
+
+
+class CorruptAudioError(AudioDecodeError):
+    """The container is known but its data is truncated or damaged."""
+
+
+class UnsupportedCodecError(AudioDecodeError):
+    """The container holds no audio stream, or one whose codec cannot be decoded."""
+
+
+class AudioTooShortError(AudioError):
+    """Fewer samples than the model's smallest input (400 samples at 16 kHz, 25 ms)."""
+
+
+class AudioLimitError(AudioError):
+    """The input is over a configured limit (file size or duration)."""
+
+
+class InvalidSamplesError(AudioError):
+    """The waveform holds NaN or infinite samples, or has an unusable shape or rate."""
+
+
+class ModelLoadError(Emotion2vecError, RuntimeError):
+    """The checkpoint cannot be found, downloaded or built."""
+
+
+class CheckpointMismatchError(ModelLoadError):
+    """The checkpoint's weights do not fit the model its config describes."""

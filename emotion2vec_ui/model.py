@@ -1,0 +1,328 @@
+"""The checkpoint: loaded through funasr once, run as a batched forward pass.
+
+This is the one module that imports torch and funasr, and it contains their quirks:
+funasr's import-time prints, its root-logging set-up and update check, its download
+errors that are printed and swallowed, and its loader that keeps random weights for
+missing or mis-shaped keys (checked here after loading).
+
+The forward pass reuses the funasr module's own layers but takes a padded batch:
+frames past a clip's end are zeroed before and between the positional convolutions
+and masked out of attention, so each clip's features equal its one-at-a-time result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CheckpointMismatchError, ModelLoadError
+from .results import token_to_key, usable_label_indices
+
+DEFAULT_MODEL = "iic/emotion2vec_plus_large"  # ModelScope id; Hugging Face: emotion2vec/emotion2vec_plus_large
+DEFAULT_HUB = "ms"
+HUBS = {"ms": "ModelScope", "hf": "Hugging Face"}
+CHECKPOINT_FILES = ("config.yaml", "model.pt")
+# The released checkpoints omit the pre-training decoder; no other weight may be missing.
+OPTIONAL_WEIGHT_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(device: str | None = None) -> str:
+    """`device`, else E2V_DEVICE, else "cuda" when torch sees a GPU, else "cpu"."""
+    device = device or os.environ.get("E2V_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"device {device!r} was asked for but this torch build sees no CUDA GPU. "
+            "Use --device cpu (or E2V_DEVICE=cpu), or install a CUDA build of torch."
+        )
+    return device
+
+
+def cpu_threads() -> int:
+    """The cores this process may use (funasr's default of 4 oversubscribes a 2-core machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How the conv front end maps samples to frames (plus_large: hop 320, field 400)."""
+
+    conv_layers: tuple[tuple[int, int], ...]  # (kernel, stride) per layer
+
+    @property
+    def hop(self) -> int:
+        """Samples between frames."""
+        return int(np.prod([stride for _, stride in self.conv_layers]))
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees; also the shortest input giving one frame."""
+        field, jump = 1, 1
+        for kernel, stride in self.conv_layers:
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames out of `num_samples` samples (plus_large: floor((N - 400) / 320) + 1)."""
+        length = num_samples
+        for kernel, stride in self.conv_layers:
+            length = (length - kernel) // stride + 1
+        return max(length, 0)
+
+
+class Emotion2vecBackend:
+    """A loaded emotion2vec checkpoint on one device.
+
+    `encode` maps 16 kHz waveforms to frame features (T, D); `logits` applies the
+    classification head to features (..., D) -> (..., K) over the usable labels.
+    """
+
+    def __init__(self, net: torch.nn.Module, tokens: list[str], name: str, device: str, precision: str = "fp32"):
+        self.net = net.eval()
+        self.name = name
+        self.device = device
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.encoder = net.modality_encoders["AUDIO"]
+        self.normalize_input = bool(net.cfg.get("normalize", False))
+        self.geometry = FrameGeometry(tuple((k, s) for _, k, s in self.encoder.feature_enc_layers))
+        keep = usable_label_indices(tokens)
+        self.labels = [token_to_key(tokens[i]) for i in keep]
+        if net.proj is None:
+            raise ModelLoadError(f"{name}: the checkpoint has no classification head (proj); it only embeds.")
+        # The head stays float32 on the CPU in numpy: cheap, and exact for every precision.
+        self.head_weight = net.proj.weight.detach().float().cpu().numpy()[keep]  # (K, D)
+        self.head_bias = net.proj.bias.detach().float().cpu().numpy()[keep]  # (K,)
+        self.embed_dim = int(self.head_weight.shape[1])
+        if self.dtype != torch.float32:
+            self.net.to(self.dtype)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Head logits over the usable labels: (..., D) -> (..., K), float32."""
+        return np.asarray(features, dtype=np.float32) @ self.head_weight.T + self.head_bias
+
+    def prepare(self, waveform: np.ndarray) -> np.ndarray:
+        """The checkpoint's input normalisation over a whole waveform: (N,) -> (N,) float32.
+
+        `normalize: true` in config.yaml means zero mean, unit variance over the whole
+        input (funasr: F.layer_norm(wav, wav.shape)); long inputs are normalised once,
+        before they are cut into windows.
+        """
+        if not self.normalize_input:
+            return np.asarray(waveform, dtype=np.float32)
+        wav = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+        return F.layer_norm(wav, wav.shape).numpy()
+
+    @torch.inference_mode()
+    def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Frame features of prepared 16 kHz waveforms, run as one padded batch.
+
+        Each waveform (N_i,) needs N_i >= receptive_field; returns (T_i, D) float32 arrays.
+        """
+        lengths = [len(w) for w in waveforms]
+        batch = torch.zeros(len(waveforms), max(lengths), dtype=torch.float32)
+        for row, wav in enumerate(waveforms):
+            batch[row, : len(wav)] = torch.from_numpy(np.asarray(wav, dtype=np.float32))
+        frames = [self.geometry.num_frames(n) for n in lengths]
+        features = self._forward(batch.to(self.device, self.dtype), torch.tensor(frames, device=self.device))
+        features = features.float().cpu().numpy()
+        return [features[row, :count] for row, count in enumerate(frames)]
+
+    def _forward(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveforms -> (B, T, D) features; frames (B,) counts the valid ones."""
+        enc, cfg = self.encoder, self.encoder.modality_cfg
+        x = enc.project_features(enc.local_encoder(batch))  # (B, T, D)
+        num_frames = x.shape[1]
+        padding = torch.arange(num_frames, device=x.device)[None, :] >= frames[:, None]  # (B, T)
+        padded = bool(padding.any())
+        if padded:
+            x = x.masked_fill(padding[..., None], 0)
+        x = x + self._positions(x, padding if padded else None)
+
+        # ALiBi bias for one clip, broadcast over the batch: (1, H, T, T).
+        alibi = enc.get_alibi_bias(
+            batch_size=1, time_steps=num_frames, heads=cfg.num_alibi_heads, dtype=torch.float32, device=x.device
+        )
+        scale = enc.alibi_scale.clamp_min(0).float()
+        per_layer = scale.size(0) > 1
+        if not per_layer:
+            alibi = alibi * scale.squeeze(0)
+        extra = cfg.num_extra_tokens
+        if enc.extra_tokens is not None:
+            x = torch.cat([enc.extra_tokens.expand(x.size(0), -1, -1), x], dim=1)
+            alibi = F.pad(alibi, (extra, 0, extra, 0))
+            padding = F.pad(padding, (extra, 0))
+        key_padding = padding if padded else None
+
+        prenet = cfg.prenet_depth
+        x = enc.context_encoder(x, key_padding, alibi, scale[:prenet] if per_layer else None)
+        for i, block in enumerate(self.net.blocks):
+            bias = alibi * scale[prenet + i] if per_layer else alibi
+            x, _ = block(x, padding_mask=key_padding, alibi_bias=bias)
+        if self.net.norm is not None:
+            x = self.net.norm(x)
+        return x[:, extra:]
+
+    def _positions(self, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        """The grouped positional convolutions, re-zeroing padded frames after each layer.
+
+        One clip alone is zero-padded at its end by every conv layer; zeroing the batch's
+        padding between layers gives each clip exactly that.
+        """
+        encoder = self.encoder.relative_positional_encoder
+        if self.encoder.modality_cfg.conv_pos_pre_ln:
+            pre_norm, encoder = encoder[0], encoder[1]
+            x = pre_norm(x)
+        y = x.transpose(1, 2)  # (B, D, T); the encoder's first and last children transpose
+        for layer in list(encoder)[1:-1]:
+            y = layer(y)
+            if padding is not None:
+                y = y.masked_fill(padding[:, None, :], 0)
+        return y.transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def load_backend(
+    model: str | os.PathLike | None = None,
+    hub: str | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+) -> Emotion2vecBackend:
+    """Build a checkpoint through funasr from a hub id or a local folder, verified.
+
+    `model` defaults to E2V_MODEL, else the ModelScope id of emotion2vec+ large; `hub`
+    to E2V_HUB, else "ms" ("hf" for Hugging Face); `device` see `pick_device`.
+    Raises ModelLoadError (or CheckpointMismatchError) with what to do.
+    """
+    model = str(model or os.environ.get("E2V_MODEL") or DEFAULT_MODEL)
+    hub = (hub or os.environ.get("E2V_HUB") or DEFAULT_HUB).lower()
+    if hub not in HUBS:
+        raise ModelLoadError(f"unknown hub {hub!r}; use one of {', '.join(HUBS)} (E2V_HUB).")
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    device = pick_device(device)
+    folder = resolve_model_folder(model, hub)
+    threads = cpu_threads()
+    with contained_funasr():
+        from funasr import AutoModel
+
+        try:
+            auto = AutoModel(
+                model=str(folder), hub=hub, device=device, ncpu=threads,
+                disable_update=True, disable_pbar=True, disable_log=True, log_level="ERROR",
+            )
+        except Exception as e:  # funasr raises bare RuntimeError/KeyError/AssertionError here
+            raise ModelLoadError(f"{model}: funasr could not build the checkpoint in {folder}: {e}") from e
+    torch.set_num_threads(threads)
+    net = auto.model
+    verify_weights(net, folder / "model.pt", auto.kwargs.get("scope_map") or [])
+    tokens = list(auto.kwargs["tokenizer"].token_list)
+    return Emotion2vecBackend(net, tokens, name=model, device=device, precision=precision)
+
+
+def resolve_model_folder(model: str, hub: str) -> Path:
+    """A local folder as is; a hub id downloaded (or found in the cache) by funasr's helper."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"model folder {path} lacks {', '.join(missing)}. A checkpoint folder holds "
+                "config.yaml, tokens.txt, configuration.json and model.pt."
+            )
+        return path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelLoadError(
+            f"{model!r} is neither a model folder nor a hub id like {DEFAULT_MODEL!r}. "
+            "Set E2V_MODEL (or --model) to a folder holding config.yaml and model.pt, or to a hub id."
+        )
+    with contained_funasr():
+        from funasr.download import download_model_from_hub as funasr_hub
+
+        try:
+            if hub == "hf":
+                folder = funasr_hub.get_or_download_model_dir_hf(model, "main")
+            else:
+                folder = funasr_hub.get_or_download_model_dir(model, "master")
+        except Exception as e:  # the hub clients raise their own error families
+            raise ModelLoadError(
+                f"could not download {model!r} from {HUBS[hub]} (cache folder: {hub_cache_dir(hub)}): "
+                f"{type(e).__name__}: {_first_line(e)}. Check the internet connection, or download the "
+                "model folder on another machine and point E2V_MODEL (or --model) at it."
+            ) from e
+    return resolve_model_folder(str(folder), hub)
+
+
+def hub_cache_dir(hub: str) -> Path:
+    """Where the hub client keeps downloaded models."""
+    if hub == "hf":
+        home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE", Path(home) / "hub")).expanduser()
+    return Path(os.environ.get("MODELSCOPE_CACHE", "~/.cache/modelscope/hub")).expanduser()
+
+
+def verify_weights(net: torch.nn.Module, checkpoint: Path, scope_map: list[str]) -> None:
+    """Fail unless every encoder and head weight of `net` came from `checkpoint`.
+
+    funasr maps checkpoint keys through `scope_map` (pairs of source prefix, target
+    prefix; "none" = empty) and silently keeps random weights for missing or mis-shaped
+    keys. Only the pre-training decoder may be absent.
+    """
+    try:
+        source = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError for bad files
+        raise ModelLoadError(f"{checkpoint}: not a readable torch checkpoint ({_first_line(e)}).") from e
+    for key in ("state_dict", "model_state_dict", "model"):
+        source = source.get(key, source) if isinstance(source, dict) else source
+    prefixes = [""] + [p for p, target in zip(scope_map[::2], scope_map[1::2]) if str(target).lower() == "none"]
+    prefixes += ["module."]
+    missing, mismatched = [], []
+    for key, value in net.state_dict().items():
+        if key.startswith(OPTIONAL_WEIGHT_PREFIXES):
+            continue
+        found = next((source[p + key] for p in prefixes if p + key in source), None)
+        if found is None:
+            missing.append(key)
+        elif found.shape != value.shape or not torch.equal(found.to(value.dtype), value.cpu()):
+            mismatched.append(f"{key} {tuple(found.shape)} vs {tuple(value.shape)}")
+    if missing or mismatched:
+        problems = [f"{len(missing)} missing (e.g. {', '.join(missing[:3])})"] if missing else []
+        problems += [f"{len(mismatched)} not loaded (e.g. {'; '.join(mismatched[:3])})"] if mismatched else []
+        raise CheckpointMismatchError(
+            f"{checkpoint}: the weights do not fit the model its config.yaml describes: "
+            f"{' and '.join(problems)}. funasr would run with random weights there. "
+            "Re-download the model folder, or use the config.yaml that came with model.pt."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+@contextlib.contextmanager
+def contained_funasr():
+    """Silence funasr's prints, INFO logs and import warnings; undo its logging.basicConfig."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -1,0 +1,331 @@
+"""From decoded audio to EmotionResults: windows for long audio, batches of many clips.
+
+Every input is cut into windows of at most `window_s` seconds that overlap by
+`context_s` on each side; each window keeps only the frames at least `context_s`
+from its cuts (or at the file's ends), so the stitched track has exactly the frames of
+the whole file: T = floor((N - 400) / 320) + 1. An input shorter than one window is a
+single window: exactly the unwindowed forward pass. The windows of many inputs are
+sorted by length and run in padded batches of at most `batch_s` seconds of audio,
+while a worker thread decodes the next inputs.
+
+Utterance scores are the head applied to the mean of all frame features (funasr's
+definition); frame scores are the head applied to each frame, so the mean of the
+frame logits equals the utterance logits.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, Audio, AudioLimits, load_audio
+from .errors import Emotion2vecError
+from .results import GRANULARITIES, EmotionResult, build_result
+
+ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, description)
+
+DEFAULT_WINDOW_S = 30.0  # longest piece of audio the model sees at once
+DEFAULT_CONTEXT_S = 2.0  # overlap on each side of a cut, in seconds
+DEFAULT_BATCH_S = {"cpu": 60.0, "cuda": 480.0}  # padded audio seconds per forward pass
+DECODE_CHUNK = 16  # inputs decoded ahead while the model runs
+
+
+@dataclass(frozen=True)
+class Window:
+    """One forward pass over samples [start, stop) of an input, keeping frames [keep_from, keep_to)."""
+
+    start: int  # sample index in the input
+    stop: int
+    keep_from: int  # frame index within the window
+    keep_to: int
+
+
+def plan_windows(num_samples: int, hop: int, field: int, window_frames: int, context_frames: int) -> list[Window]:
+    """Cut an input of `num_samples` into windows whose kept frames tile all its frames once.
+
+    `hop` and `field` are the frame hop and receptive field in samples (320, 400).
+    Window starts are multiples of `hop`, so window frame j is input frame start/hop + j.
+    """
+    total = (num_samples - field) // hop + 1
+    if total <= window_frames:
+        return [Window(0, num_samples, 0, total)]
+    step = window_frames - 2 * context_frames
+    if step < 1:
+        raise ValueError("the window must be longer than twice its context")
+    windows, first, emitted = [], 0, 0
+    while first + window_frames < total:
+        keep_to = window_frames - context_frames
+        windows.append(Window(first * hop, (first + window_frames - 1) * hop + field, emitted - first, keep_to))
+        emitted = first + keep_to
+        first = emitted - context_frames
+    first = total - window_frames  # the last window ends with the input
+    windows.append(Window(first * hop, num_samples, emitted - first, window_frames))
+    return windows
+
+
+@dataclass
+class Recognition:
+    """One input of a batch: its decoded audio and result, or the error that stopped it."""
+
+    index: int
+    name: str
+    audio: Audio | None = None
+    result: EmotionResult | None = None
+    error: Emotion2vecError | None = None
+
+
+@dataclass
+class _Track:
+    """Per-input accumulator of window outputs, in window order."""
+
+    audio: Audio
+    prepared: np.ndarray
+    windows: list[Window]
+    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # window index -> kept features (t, D)
+
+
+class Recognizer:
+    """Speech emotion recognition on a loaded checkpoint (see `load_model`)."""
+
+    def __init__(
+        self,
+        backend,
+        window_s: float = DEFAULT_WINDOW_S,
+        context_s: float = DEFAULT_CONTEXT_S,
+        batch_s: float | None = None,
+        limits: AudioLimits | None = None,
+    ):
+        self.backend = backend
+        hop = backend.geometry.hop
+        self.window_frames = int(window_s * SAMPLE_RATE) // hop
+        self.context_frames = int(round(context_s * SAMPLE_RATE / hop))
+        if self.window_frames <= 2 * self.context_frames:
+            raise ValueError(f"window_s ({window_s}) must exceed twice context_s ({context_s})")
+        device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
+        self.batch_samples = int((batch_s or DEFAULT_BATCH_S[device_kind]) * SAMPLE_RATE)
+        self.limits = limits or AudioLimits.from_env()
+
+    @property
+    def model_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.backend.labels)
+
+    @property
+    def device(self) -> str:
+        return str(self.backend.device)
+
+    # -- public API ---------------------------------------------------------------------
+
+    def predict(
+        self,
+        audio,
+        granularity: str = "utterance",
+        embedding: bool = False,
+        *,
+        sample_rate: int | None = None,
+        name: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> EmotionResult:
+        """The emotion of one input: a path, bytes, (array, rate), or a decoded `Audio`.
+
+        granularity "utterance" gives one verdict; "frame" adds a 20 ms track. With
+        `embedding=True` the result carries the features: (D,) or (T, D).
+        """
+        _check_granularity(granularity)
+        decoded = self.decode(audio, sample_rate=sample_rate, name=name)
+        return self.recognize([decoded], granularity, embedding, progress)[0]
+
+    def predict_batch(
+        self,
+        items: Iterable,
+        granularity: str = "utterance",
+        embedding: bool = False,
+        *,
+        on_error: str = "raise",
+        progress: ProgressCallback | None = None,
+    ) -> list[EmotionResult | Emotion2vecError]:
+        """Results for many inputs, in input order.
+
+        `on_error="raise"` raises the first input's error; "return" puts the error
+        object in that input's place and goes on.
+        """
+        if on_error not in ("raise", "return"):
+            raise ValueError('on_error must be "raise" or "return"')
+        results = []
+        for rec in self.iter_recognitions(items, granularity, embedding, progress=progress):
+            if rec.error is not None and on_error == "raise":
+                raise rec.error
+            results.append(rec.error if rec.error is not None else rec.result)
+        return results
+
+    def iter_recognitions(
+        self,
+        items: Iterable,
+        granularity: str = "utterance",
+        embedding: bool = False,
+        *,
+        names: Iterable[str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[Recognition]:
+        """Decode and recognise `items` in chunks, yielding each in input order.
+
+        The next chunk is decoded on a worker thread while the model runs; a bad input
+        yields a Recognition with `error` set and the rest go on.
+        """
+        _check_granularity(granularity)
+        items = list(items)
+        names = list(names) if names is not None else [_describe(item) for item in items]
+        chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = pool.submit(self._decode_chunk, items, names, chunks[0]) if chunks else None
+            for number, chunk in enumerate(chunks):
+                recognitions = pending.result()
+                if number + 1 < len(chunks):
+                    pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1])
+                ok = [rec for rec in recognitions if rec.error is None]
+                chunk_progress = _scaled(progress, number / len(chunks), 1 / len(chunks))
+                for rec, result in zip(ok, self.recognize([r.audio for r in ok], granularity, embedding, chunk_progress)):
+                    rec.result = result
+                yield from recognitions
+
+    def decode(self, audio, *, sample_rate: int | None = None, name: str | None = None) -> Audio:
+        """Any accepted input -> `Audio` (16 kHz mono), within this recognizer's limits."""
+        if isinstance(audio, Audio):
+            return audio
+        return load_audio(audio, sample_rate, name=name, limits=self.limits)
+
+    def recognize(
+        self,
+        audios: list[Audio],
+        granularity: str = "utterance",
+        embedding: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> list[EmotionResult]:
+        """Results for decoded inputs, their windows run together in length-sorted batches."""
+        _check_granularity(granularity)
+        backend = self.backend
+        tracks = []
+        for audio in audios:
+            prepared = backend.prepare(audio.waveform)
+            windows = plan_windows(
+                len(prepared), backend.geometry.hop, backend.geometry.receptive_field,
+                self.window_frames, self.context_frames,
+            )
+            tracks.append(_Track(audio, prepared, windows))
+        jobs = sorted(
+            ((t, w) for t in range(len(tracks)) for w in range(len(tracks[t].windows))),
+            key=lambda job: _window_length(tracks, job),
+        )
+        total = sum(_window_length(tracks, job) for job in jobs) or 1
+        done = 0
+        for batch in self._batches(jobs, tracks):
+            waves = [tracks[t].prepared[tracks[t].windows[w].start : tracks[t].windows[w].stop] for t, w in batch]
+            for (t, w), features in zip(batch, backend.encode(waves)):
+                window = tracks[t].windows[w]
+                tracks[t].pieces[w] = features[window.keep_from : window.keep_to]
+            done += sum(len(wave) for wave in waves)
+            if progress:
+                progress(done / total, f"{done / SAMPLE_RATE:.0f} / {total / SAMPLE_RATE:.0f} s of audio")
+        return [self._finish(track, granularity, embedding) for track in tracks]
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _batches(self, jobs: list[tuple[int, int]], tracks: list[_Track]) -> Iterator[list[tuple[int, int]]]:
+        """Group length-sorted jobs so that a batch's padded size stays within the budget."""
+        batch: list[tuple[int, int]] = []
+        for job in jobs:
+            longest = _window_length(tracks, job)  # sorted ascending: the newest is the longest
+            if batch and longest * (len(batch) + 1) > self.batch_samples:
+                yield batch
+                batch = []
+            batch.append(job)
+        if batch:
+            yield batch
+
+    def _finish(self, track: _Track, granularity: str, embedding: bool) -> EmotionResult:
+        """Stitch the kept frames and turn them into scores (and embeddings)."""
+        pieces = [track.pieces[w] for w in range(len(track.windows))]
+        frames = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]  # (T, D)
+        mean_features = frames.mean(axis=0, dtype=np.float64).astype(np.float32)  # (D,)
+        utterance_probs = _softmax(self.backend.logits(mean_features))
+        frame_probs = None
+        if granularity == "frame":
+            frame_probs = _softmax(self.backend.logits(frames))
+        vector = None
+        if embedding:
+            vector = frames if granularity == "frame" else mean_features
+        return build_result(
+            utterance_probs, self.labels, granularity, track.audio.duration_s, self.model_name,
+            source=track.audio.name, embedding=vector, frame_probs=frame_probs,
+        )
+
+    def _decode_chunk(self, items: list, names: list[str], indices: range) -> list[Recognition]:
+        recognitions = []
+        for i in indices:
+            rec = Recognition(index=i, name=names[i])
+            try:
+                rec.audio = self.decode(items[i], name=names[i])
+            except Emotion2vecError as e:
+                rec.error = e
+            recognitions.append(rec)
+        return recognitions
+
+
+def _window_length(tracks: list[_Track], job: tuple[int, int]) -> int:
+    window = tracks[job[0]].windows[job[1]]
+    return window.stop - window.start
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed in float64 so the scores sum to 1."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _scaled(progress: ProgressCallback | None, offset: float, span: float) -> ProgressCallback | None:
+    if progress is None:
+        return None
+    return lambda fraction, text: progress(offset + span * fraction, text)
+
+
+def _check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
+
+
+def _describe(item) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, Audio):
+        return item.name
+    return type(item).__name__
+
+
+def load_model(
+    model: str | os.PathLike | None = None,
+    hub: str | None = None,
+    device: str | None = None,
+    *,
+    precision: str = "fp32",
+    window_s: float = DEFAULT_WINDOW_S,
+    context_s: float = DEFAULT_CONTEXT_S,
+    batch_s: float | None = None,
+) -> Recognizer:
+    """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
+
+    `model` is a hub id or a local checkpoint folder (default E2V_MODEL, else
+    "iic/emotion2vec_plus_large"); `hub` "ms" or "hf" (E2V_HUB); `device` "cpu",
+    "cuda", "cuda:1", ... (E2V_DEVICE; default CUDA when available).
+    """
+    from .model import load_backend  # deferred: imports torch and funasr
+
+    backend = load_backend(model, hub, device, precision)
+    return Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s)
