@@ -181,15 +181,12 @@ def _check_waveform(audio: Audio) -> None:
 def _from_array(array: np.ndarray, rate: int, name: str, limits: AudioLimits) -> Audio:
     """(N,) or 2-D waveform (channels on the shorter axis), int or float, to 16 kHz mono."""
     _check_rate(rate, name)
-    if array.ndim == 2:
-        channels = min(array.shape)
-        array = array.mean(axis=int(np.argmin(array.shape)), dtype=np.float64) if channels > 1 else array.reshape(-1)
-        array = _int_to_float(array) if channels == 1 else array
-    elif array.ndim == 1:
-        channels = 1
-        array = _int_to_float(array)
-    else:
+    if array.ndim not in (1, 2):
         raise InvalidSamplesError(f"{name}: expected a 1-D or 2-D waveform, got shape {array.shape}.")
+    array = _int_to_float(array)
+    channels = 1 if array.ndim == 1 else min(array.shape)
+    if array.ndim == 2:
+        array = array.mean(axis=int(np.argmin(array.shape)), dtype=np.float64)
     if len(array) / rate > limits.max_duration_s:
         raise _duration_error(name, limits)
     mono = np.asarray(array, dtype=np.float32)

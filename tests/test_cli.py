@@ -1,0 +1,85 @@
+"""The command line: many files, bad files skipped, exit codes, JSON, and a light --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from emotion2vec_ui.cli import main
+
+
+@pytest.fixture
+def model_env(monkeypatch, tiny_checkpoint):
+    monkeypatch.setenv("E2V_MODEL", str(tiny_checkpoint))
+    monkeypatch.setenv("E2V_DEVICE", "cpu")
+
+
+def test_predict_files_with_a_bad_one(model_env, audio_files, tmp_path, capsys):
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"ID3" + b"\x00" * 100)
+    files = [str(audio_files["mp3-44100-2ch"]), str(bad), str(audio_files["flac-48000-6ch"])]
+    code = main(["predict", *files, "--output-dir", str(tmp_path / "out"), "--embedding"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [files[0], files[2]]
+    assert "broken.mp3\tERROR\t" in err and "damaged or truncated" in err
+    folders = sorted((tmp_path / "out").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert sorted(p.name for p in folder.iterdir()) == ["embedding.npy", "processed_audio.wav", "result.json"]
+
+
+def test_all_good_files_exit_zero_with_json(model_env, audio_files, tmp_path, capsys):
+    files = [str(audio_files["wav-16000-1ch"]), str(audio_files["ogg-44100-2ch"])]
+    code = main(["predict", *files, "--granularity", "frame", "--json", "--output-dir", str(tmp_path)])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["input"] for r in records] == files
+    for record in records:
+        assert record["granularity"] == "frame" and len(record["frame_scores"]) == 99
+        folder = tmp_path / record["output_dir"].split("/")[-1]
+        assert sorted(p.name for p in folder.iterdir()) == ["processed_audio.wav", "result.json"]
+
+
+def test_json_errors_and_no_save(model_env, tmp_path, capsys):
+    code = main(["predict", str(tmp_path / "missing.wav"), "--json", "--no-save", "--output-dir", str(tmp_path / "o")])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    record = json.loads(out)
+    assert record["error_type"] == "AudioFileNotFoundError" and "missing.wav" in record["error"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_that_cannot_load(tmp_path, capsys):
+    code = main(["predict", "x.wav", "--model", str(tmp_path / "nowhere/")])
+    assert code == 2
+    assert "neither a model folder nor a hub id" in capsys.readouterr().err
+
+
+def test_help_does_not_import_torch():
+    probe = (
+        "import sys\n"
+        "from emotion2vec_ui.cli import main\n"
+        "try:\n    main(['predict', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('heavy:', sorted(m for m in ('torch', 'funasr') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "--granularity {utterance,frame}" in out and "--output-dir DIR" in out
+    assert out.strip().endswith("heavy: []")
+
+
+def test_module_entry_point(tmp_path, tiny_checkpoint, wav_clip):
+    run = subprocess.run(
+        [sys.executable, "-m", "emotion2vec_ui", "predict", str(wav_clip), "--model", str(tiny_checkpoint),
+         "--device", "cpu", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    name, emotion, confidence, display, duration, folder = run.stdout.strip().split("\t")
+    assert name == str(wav_clip) and 0 < float(confidence) <= 1 and duration == "3.00s"
+    assert (tmp_path / folder.split("/")[-1] / "result.json").is_file()

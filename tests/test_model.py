@@ -1,0 +1,166 @@
+"""Loading checkpoints through funasr, verifying their weights, and the batched forward pass."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from emotion2vec_ui import load_model
+from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
+from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
+from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
+
+from .conftest import random_speechlike
+
+
+def test_tiny_checkpoint_has_the_published_layout(tiny_checkpoint):
+    names = sorted(p.name for p in tiny_checkpoint.iterdir())
+    assert names == ["config.yaml", "configuration.json", "model.pt", "tokens.txt"]
+    assert (tiny_checkpoint / "model.pt").stat().st_size < 1_000_000
+    state = torch.load(tiny_checkpoint / "model.pt", weights_only=True)
+    assert "proj.weight" in state and not any(k.startswith("modality_encoders.AUDIO.decoder.") for k in state)
+    config = yaml.safe_load((tiny_checkpoint / "config.yaml").read_text())
+    assert config["model"] == "Emotion2vec" and config["model_conf"]["embed_dim"] == 64
+
+
+def test_loads_labels_and_geometry(tiny_model):
+    backend = tiny_model.backend
+    assert tiny_model.labels == [
+        "angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown",
+    ]
+    assert backend.geometry.hop == 320 and backend.geometry.receptive_field == 400
+    assert backend.embed_dim == 64 and tiny_model.device == "cpu"
+
+
+@pytest.mark.parametrize("samples, frames", [(400, 1), (719, 1), (720, 2), (16_000, 49), (160_000, 499), (480_000, 1499)])
+def test_frame_count_formula(samples, frames):
+    geometry = FrameGeometry(((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2)
+    assert geometry.num_frames(samples) == frames == (samples - 400) // 320 + 1
+
+
+def test_frame_count_matches_the_network(tiny_model):
+    backend = tiny_model.backend
+    for n in (400, 719, 720, 5_000, 16_003):
+        (features,) = backend.encode([backend.prepare(random_speechlike(n / 16_000)[:n])])
+        assert features.shape == (backend.geometry.num_frames(n), backend.embed_dim)
+
+
+def test_batch_result_does_not_depend_on_batch_mates(tiny_model):
+    backend = tiny_model.backend
+    waves = [backend.prepare(random_speechlike(s, seed=i)) for i, s in enumerate((3.0, 0.7, 1.9, 0.03))]
+    batched = backend.encode(waves)
+    for wave, together in zip(waves, batched):
+        (alone,) = backend.encode([wave])
+        assert together.shape == alone.shape
+        np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_mean_of_frame_logits_equals_utterance_logits(tiny_model):
+    backend = tiny_model.backend
+    (features,) = backend.encode([backend.prepare(random_speechlike(2.0))])
+    frame_logits = backend.logits(features)  # (T, K)
+    utterance_logits = backend.logits(features.mean(axis=0))  # (K,)
+    np.testing.assert_allclose(frame_logits.mean(axis=0), utterance_logits, atol=1e-5)
+
+
+def test_older_revision_with_unused_labels(tmp_path):
+    tokens = template_tokens()
+    tokens = [tokens[0], "unuse_0", tokens[2], "unuse_1", tokens[4], "unuse_2", tokens[6], "unuse_3", tokens[8]]
+    folder = build_checkpoint(tmp_path / "five", "tiny", tokens=tokens)
+    model = load_model(folder, device="cpu")
+    assert model.labels == ["angry", "fearful", "neutral", "sad", "unknown"]
+    result = model.predict((random_speechlike(1.0), 16_000))
+    assert list(result.scores) == model.labels
+    assert abs(sum(result.scores.values()) - 1) < 1e-6
+
+
+def test_missing_weights_are_refused(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, folder)
+    state = torch.load(folder / "model.pt", weights_only=True)
+    del state["proj.weight"], state["blocks.0.attn.qkv.weight"]
+    torch.save(state, folder / "model.pt")
+    with pytest.raises(CheckpointMismatchError, match="2 missing") as caught:
+        load_backend(folder, device="cpu")
+    assert "proj.weight" in str(caught.value)
+
+
+def test_config_that_does_not_fit_the_weights_is_refused(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "wrong_config"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model_conf"]["mlp_ratio"] = 2.0  # the checkpoint's MLPs are 4x wide
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(CheckpointMismatchError, match="not loaded"):
+        load_backend(folder, device="cpu")
+
+
+def test_checkpoint_saved_with_prefix_and_wrapper_loads(tmp_path, tiny_checkpoint):
+    """Published checkpoints may nest the state dict and prefix keys with `d2v_model.` (scope_map)."""
+    folder = tmp_path / "prefixed"
+    shutil.copytree(tiny_checkpoint, folder)
+    state = torch.load(folder / "model.pt", weights_only=True)
+    torch.save({"model": {"d2v_model." + k: v for k, v in state.items()}}, folder / "model.pt")
+    prefixed = load_model(folder, device="cpu")
+    plain = load_model(tiny_checkpoint, device="cpu")
+    clip = (random_speechlike(1.0), 16_000)
+    assert prefixed.predict(clip).scores == pytest.approx(plain.predict(clip).scores, abs=1e-6)
+
+
+def test_folder_without_model_file(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "no_weights"
+    shutil.copytree(tiny_checkpoint, folder)
+    (folder / "model.pt").unlink()
+    with pytest.raises(ModelLoadError, match="lacks model.pt"):
+        load_backend(folder, device="cpu")
+
+
+def test_not_a_folder_nor_hub_id():
+    with pytest.raises(ModelLoadError, match="neither a model folder nor a hub id"):
+        load_backend("./no/such/folder", device="cpu")
+
+
+def test_unreachable_hub_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: fail at once instead of retrying
+    with pytest.raises(ModelLoadError) as caught:
+        load_backend("emotion2vec/emotion2vec_plus_large", hub="hf", device="cpu")
+    message = str(caught.value)
+    for expected in ("emotion2vec/emotion2vec_plus_large", "Hugging Face", str(tmp_path / "hf"), "E2V_MODEL"):
+        assert expected in message
+    assert "\n" not in message
+
+
+def test_environment_chooses_model_and_device(monkeypatch, tiny_checkpoint):
+    monkeypatch.setenv("E2V_MODEL", str(tiny_checkpoint))
+    monkeypatch.setenv("E2V_DEVICE", "cpu")
+    model = load_model()
+    assert model.model_name == str(tiny_checkpoint) and model.device == "cpu"
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.delenv("E2V_DEVICE", raising=False)
+    assert pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="sees no CUDA GPU"):
+            pick_device("cuda")
+
+
+def test_unknown_hub_and_precision(tiny_checkpoint):
+    with pytest.raises(ModelLoadError, match="unknown hub"):
+        load_backend(tiny_checkpoint, hub="github")
+    with pytest.raises(ModelLoadError, match="unknown precision"):
+        load_backend(tiny_checkpoint, precision="int4")
+
+
+def test_funasr_leaves_logging_alone(tiny_checkpoint, capsys):
+    import logging
+
+    before = list(logging.getLogger().handlers)
+    load_backend(tiny_checkpoint, device="cpu")
+    assert logging.getLogger().handlers == before
+    assert capsys.readouterr().out == ""

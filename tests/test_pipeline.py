@@ -1,0 +1,151 @@
+"""Predictions: utterance and frame results, windows for long audio, batches, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion2vec_ui import AudioDecodeError, Recognizer, load_audio
+from emotion2vec_ui.pipeline import plan_windows
+
+from .conftest import random_speechlike
+
+HOP, FIELD = 320, 400
+
+
+def _frames(n: int) -> int:
+    return (n - FIELD) // HOP + 1
+
+
+@pytest.mark.parametrize("num_samples", [400, 16_000, 480_000, 480_400, 1_000_000, 9_600_000, 9_600_123])
+@pytest.mark.parametrize("window_frames, context_frames", [(1499, 100), (300, 50), (11, 5)])
+def test_windows_tile_every_frame_once(num_samples, window_frames, context_frames):
+    windows = plan_windows(num_samples, HOP, FIELD, window_frames, context_frames)
+    covered = []
+    for i, w in enumerate(windows):
+        assert w.start % HOP == 0 and w.stop <= num_samples
+        frames_in_window = _frames(w.stop - w.start)
+        assert frames_in_window <= window_frames
+        assert 0 <= w.keep_from < w.keep_to <= frames_in_window
+        if i > 0:
+            assert w.keep_from >= context_frames  # left context before every cut
+        if i < len(windows) - 1:
+            assert frames_in_window - w.keep_to >= context_frames  # right context too
+        first = w.start // HOP
+        covered.extend(range(first + w.keep_from, first + w.keep_to))
+    assert covered == list(range(_frames(num_samples)))
+
+
+def test_utterance_result(tiny_model, wav_clip):
+    result = tiny_model.predict(wav_clip)
+    assert result.granularity == "utterance" and result.emotion in tiny_model.labels
+    assert list(result.scores) == tiny_model.labels
+    assert abs(sum(result.scores.values()) - 1) < 1e-9
+    assert result.confidence == max(result.scores.values()) == result.scores[result.emotion]
+    assert result.embedding is None and result.frame_scores is None
+    assert result.source == str(wav_clip) and abs(result.duration_s - 3.0) < 1e-3
+    with_embedding = tiny_model.predict(wav_clip, embedding=True)
+    assert with_embedding.embedding.shape == (64,) and with_embedding.scores == result.scores
+
+
+def test_frame_result(tiny_model, wav_clip):
+    result = tiny_model.predict(wav_clip, granularity="frame", embedding=True)
+    frames = _frames(3 * 16_000)
+    assert result.frame_scores.shape == (frames, len(tiny_model.labels))
+    np.testing.assert_allclose(result.frame_scores.sum(axis=1), 1, atol=1e-9)
+    np.testing.assert_allclose(result.frame_times[:3], [0.0, 0.02, 0.04])
+    assert result.embedding.shape == (frames, 64)
+    assert result.scores == pytest.approx(tiny_model.predict(wav_clip).scores, abs=1e-9)
+    segments = result.segments()
+    assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(frames * 0.02)
+    assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
+
+
+def test_frame_emotions_vary_over_time(tiny_model):
+    """Real per-frame scores: a clip of two different halves does not score flat."""
+    two_halves = np.concatenate([random_speechlike(2.0, seed=1), 0.02 * random_speechlike(2.0, seed=9) ** 3])
+    result = tiny_model.predict((two_halves, 16_000), granularity="frame")
+    first, second = result.frame_scores[:80].mean(axis=0), result.frame_scores[-80:].mean(axis=0)
+    assert np.abs(first - second).max() > 0.01
+
+
+def test_predict_accepts_every_input_form(tiny_model, wav_clip):
+    expected = tiny_model.predict(wav_clip).scores
+    audio = load_audio(wav_clip)
+    for form in (str(wav_clip), wav_clip, wav_clip.read_bytes(), (audio.waveform, 16_000), audio):
+        assert tiny_model.predict(form).scores == pytest.approx(expected, abs=1e-6)
+
+
+def test_short_file_is_exactly_the_unwindowed_pass(tiny_model):
+    clip = random_speechlike(20.0, seed=4)
+    unwindowed = Recognizer(tiny_model.backend, window_s=1e6, context_s=1.0)
+    a = tiny_model.predict((clip, 16_000), "frame", embedding=True)
+    b = unwindowed.predict((clip, 16_000), "frame", embedding=True)
+    np.testing.assert_array_equal(a.embedding, b.embedding)
+    assert a.scores == b.scores
+
+
+def test_long_file_is_windowed_and_stitched(tiny_model):
+    """75 s with 10 s windows: the track has the whole file's frame count, the verdict its mean."""
+    clip = random_speechlike(75.0, seed=5)
+    model = Recognizer(tiny_model.backend, window_s=10.0, context_s=1.0)
+    seen = []
+    result = model.predict((clip, 16_000), "frame", embedding=True, progress=lambda f, text: seen.append(f))
+    frames = _frames(len(clip))
+    assert result.embedding.shape == (frames, 64) and result.frame_scores.shape[0] == frames
+    logits = tiny_model.backend.logits(result.embedding.mean(axis=0))
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(list(result.scores.values()), expected, atol=1e-6)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    # the frame scores are the head on each stitched frame
+    frame_logits = tiny_model.backend.logits(result.embedding)
+    frame_probs = np.exp(frame_logits) / np.exp(frame_logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(result.frame_scores, frame_probs, atol=1e-6)
+    utterance = model.predict((clip, 16_000), "utterance", embedding=True)
+    np.testing.assert_allclose(utterance.embedding, result.embedding.mean(axis=0), atol=1e-5)
+
+
+def test_windowed_frames_away_from_cuts_agree_with_a_longer_window(tiny_model):
+    """Context overlap: a frame's features barely depend on where the window was cut."""
+    clip = random_speechlike(24.0, seed=6)
+    short = Recognizer(tiny_model.backend, window_s=8.0, context_s=2.0).predict((clip, 16_000), "frame", embedding=True)
+    whole = Recognizer(tiny_model.backend, window_s=60.0).predict((clip, 16_000), "frame", embedding=True)
+    assert short.embedding.shape == whole.embedding.shape
+    cosine = (short.embedding * whole.embedding).sum(1) / (
+        np.linalg.norm(short.embedding, axis=1) * np.linalg.norm(whole.embedding, axis=1)
+    )
+    assert np.median(cosine) > 0.99
+
+
+def test_batch_keeps_input_order_and_matches_single_predictions(tiny_model, audio_files):
+    paths = list(audio_files.values())
+    batch = tiny_model.predict_batch(paths, granularity="frame", embedding=True)
+    assert [r.source for r in batch] == [str(p) for p in paths]
+    for path, result in zip(paths, batch):
+        alone = tiny_model.predict(path, granularity="frame", embedding=True)
+        np.testing.assert_allclose(result.embedding, alone.embedding, atol=1e-4)
+        np.testing.assert_allclose(list(result.scores.values()), list(alone.scores.values()), atol=1e-5)
+
+
+def test_batch_with_a_bad_file(tiny_model, wav_clip, tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    with pytest.raises(AudioDecodeError, match="notes.wav"):
+        tiny_model.predict_batch([wav_clip, bad])
+    results = tiny_model.predict_batch([wav_clip, bad, wav_clip], on_error="return")
+    assert isinstance(results[1], AudioDecodeError)
+    assert results[0].scores == results[2].scores
+
+
+def test_many_files_span_several_decode_chunks(tiny_model):
+    clips = [(random_speechlike(0.5 + 0.1 * i, seed=i), 16_000) for i in range(40)]
+    names = [f"clip{i}" for i in range(40)]
+    recognitions = list(tiny_model.iter_recognitions(clips, names=names))
+    assert [r.index for r in recognitions] == list(range(40))
+    assert [r.name for r in recognitions] == names
+    assert all(r.error is None and r.result is not None for r in recognitions)
+
+
+def test_bad_granularity(tiny_model, wav_clip):
+    with pytest.raises(ValueError, match="granularity"):
+        tiny_model.predict(wav_clip, granularity="word")
