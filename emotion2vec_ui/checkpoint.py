@@ -70,9 +70,12 @@ def build_checkpoint(
     if size == "tiny":
         _shrink(config)
         config_text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
-    tokens = tokens or template_tokens()
     (folder / "config.yaml").write_text(config_text, encoding="utf-8")
-    (folder / "tokens.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    if tokens:
+        (folder / "tokens.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    else:
+        shutil.copyfile(TEMPLATE / "tokens.txt", folder / "tokens.txt")
+        tokens = template_tokens()
     shutil.copyfile(TEMPLATE / "configuration.json", folder / "configuration.json")
 
     torch.manual_seed(seed)

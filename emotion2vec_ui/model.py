@@ -104,8 +104,6 @@ class Emotion2vecBackend:
         self.head_weight = net.proj.weight.detach().float().cpu().numpy()[keep]  # (K, D)
         self.head_bias = net.proj.bias.detach().float().cpu().numpy()[keep]  # (K,)
         self.embed_dim = int(self.head_weight.shape[1])
-        if self.dtype != torch.float32:
-            self.net.to(self.dtype)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Head logits over the usable labels: (..., D) -> (..., K), float32."""
@@ -134,7 +132,11 @@ class Emotion2vecBackend:
         for row, wav in enumerate(waveforms):
             batch[row, : len(wav)] = torch.from_numpy(np.asarray(wav, dtype=np.float32))
         frames = [self.geometry.num_frames(n) for n in lengths]
-        features = self._forward(batch.to(self.device, self.dtype), torch.tensor(frames, device=self.device))
+        # Reduced precision runs matmuls and convolutions in bf16/fp16 under autocast;
+        # weights, norms and softmax stay float32.
+        reduced = self.dtype != torch.float32
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=self.dtype, enabled=reduced):
+            features = self._forward(batch.to(self.device), torch.tensor(frames, device=self.device))
         features = features.float().cpu().numpy()
         return [features[row, :count] for row, count in enumerate(frames)]
 
@@ -162,16 +164,40 @@ class Emotion2vecBackend:
             x = torch.cat([enc.extra_tokens.expand(x.size(0), -1, -1), x], dim=1)
             alibi = F.pad(alibi, (extra, 0, extra, 0))
             padding = F.pad(padding, (extra, 0))
-        key_padding = padding if padded else None
+        # Padded keys get -inf: (B, 1, 1, T') broadcast over heads and queries.
+        key_mask = torch.zeros(padding.shape, device=x.device).masked_fill(padding, float("-inf"))[:, None, None]
+        key_mask = key_mask if padded else torch.zeros((), device=x.device)
+        shared_bias = None if per_layer else alibi + key_mask
 
-        prenet = cfg.prenet_depth
-        x = enc.context_encoder(x, key_padding, alibi, scale[:prenet] if per_layer else None)
-        for i, block in enumerate(self.net.blocks):
-            bias = alibi * scale[prenet + i] if per_layer else alibi
-            x, _ = block(x, padding_mask=key_padding, alibi_bias=bias)
+        context = enc.context_encoder
+        blocks = list(context.blocks) + list(self.net.blocks)
+        if context.norm is not None and not context.layer_norm_first:
+            x = context.norm(x)
+        for i, block in enumerate(blocks):
+            x = self._block(block, x, alibi * scale[i] + key_mask if per_layer else shared_bias)
+            if i == len(context.blocks) - 1 and context.norm is not None and context.layer_norm_first:
+                x = context.norm(x)
         if self.net.norm is not None:
             x = self.net.norm(x)
         return x[:, extra:]
+
+    @staticmethod
+    def _block(block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """funasr's AltBlock in eval mode, with fused attention; bias (B|1, H, T, T) float32."""
+        attn = block.attn
+        batch, length, dim = x.shape
+        heads = attn.num_heads
+        source = block.norm1(x) if block.layer_norm_first else x
+        q, k, v = attn.qkv(source).reshape(batch, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        if bias.size(1) < heads:  # ALiBi may cover only the first heads
+            bias = F.pad(bias, (0, 0, 0, 0, 0, heads - bias.size(1)))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=attn.scale)
+        x = x + attn.proj(y.transpose(1, 2).reshape(batch, length, dim))
+        if block.layer_norm_first:  # as in funasr: the MLP output is added to itself
+            mlp = block.mlp(block.norm2(x))
+            return mlp + mlp
+        residual = block.norm1(x)
+        return block.norm2(residual + block.mlp(residual))
 
     def _positions(self, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         """The grouped positional convolutions, re-zeroing padded frames after each layer.

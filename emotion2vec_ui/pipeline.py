@@ -80,12 +80,27 @@ class Recognition:
 
 @dataclass
 class _Track:
-    """Per-input accumulator of window outputs, in window order."""
+    """Per-input accumulator of window outputs: only what the result needs is kept."""
 
     audio: Audio
     prepared: np.ndarray
     windows: list[Window]
-    pieces: dict[int, np.ndarray] = field(default_factory=dict)  # window index -> kept features (t, D)
+    feature_sum: np.ndarray | float = 0.0  # (D,) float64 sum of all kept frame features
+    frame_logits: dict[int, np.ndarray] = field(default_factory=dict)  # window -> (t, K), frame mode
+    frame_features: dict[int, np.ndarray] = field(default_factory=dict)  # window -> (t, D), frame embeddings
+
+    def add(self, window: int, kept: np.ndarray, backend, granularity: str, embedding: bool) -> None:
+        """Take the kept frame features (t, D) of one window."""
+        self.feature_sum = self.feature_sum + kept.sum(axis=0, dtype=np.float64)
+        if granularity == "frame":
+            self.frame_logits[window] = backend.logits(kept)
+            if embedding:
+                self.frame_features[window] = kept
+
+    def stitched(self, pieces: dict[int, np.ndarray]) -> np.ndarray:
+        """Per-window pieces concatenated in window order: (T, ...)."""
+        ordered = [pieces[w] for w in range(len(self.windows))]
+        return np.concatenate(ordered) if len(ordered) > 1 else ordered[0]
 
 
 class Recognizer:
@@ -229,11 +244,22 @@ class Recognizer:
             waves = [tracks[t].prepared[tracks[t].windows[w].start : tracks[t].windows[w].stop] for t, w in batch]
             for (t, w), features in zip(batch, backend.encode(waves)):
                 window = tracks[t].windows[w]
-                tracks[t].pieces[w] = features[window.keep_from : window.keep_to]
+                tracks[t].add(w, features[window.keep_from : window.keep_to], backend, granularity, embedding)
             done += sum(len(wave) for wave in waves)
             if progress:
                 progress(done / total, f"{done / SAMPLE_RATE:.0f} / {total / SAMPLE_RATE:.0f} s of audio")
         return [self._finish(track, granularity, embedding) for track in tracks]
+
+    def warm_up(self) -> None:
+        """Run one short in-memory WAV through decoding and the model, so that the first
+        real request does not pay for library initialisation and kernel selection."""
+        import io
+
+        import soundfile as sf
+
+        buffer = io.BytesIO()
+        sf.write(buffer, np.zeros(2 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, format="WAV")
+        self.predict(buffer.getvalue(), granularity="frame", name="warm-up")
 
     # -- internals ----------------------------------------------------------------------
 
@@ -250,17 +276,14 @@ class Recognizer:
             yield batch
 
     def _finish(self, track: _Track, granularity: str, embedding: bool) -> EmotionResult:
-        """Stitch the kept frames and turn them into scores (and embeddings)."""
-        pieces = [track.pieces[w] for w in range(len(track.windows))]
-        frames = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]  # (T, D)
-        mean_features = frames.mean(axis=0, dtype=np.float64).astype(np.float32)  # (D,)
+        """Turn a finished track into scores (and embeddings)."""
+        num_frames = self.backend.geometry.num_frames(len(track.prepared))
+        mean_features = (track.feature_sum / num_frames).astype(np.float32)  # (D,)
         utterance_probs = _softmax(self.backend.logits(mean_features))
-        frame_probs = None
-        if granularity == "frame":
-            frame_probs = _softmax(self.backend.logits(frames))
+        frame_probs = _softmax(track.stitched(track.frame_logits)) if granularity == "frame" else None
         vector = None
         if embedding:
-            vector = frames if granularity == "frame" else mean_features
+            vector = track.stitched(track.frame_features) if granularity == "frame" else mean_features
         return build_result(
             utterance_probs, self.labels, granularity, track.audio.duration_s, self.model_name,
             source=track.audio.name, embedding=vector, frame_probs=frame_probs,
@@ -318,14 +341,20 @@ def load_model(
     window_s: float = DEFAULT_WINDOW_S,
     context_s: float = DEFAULT_CONTEXT_S,
     batch_s: float | None = None,
+    warm_up: bool = True,
 ) -> Recognizer:
     """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
 
     `model` is a hub id or a local checkpoint folder (default E2V_MODEL, else
     "iic/emotion2vec_plus_large"); `hub` "ms" or "hf" (E2V_HUB); `device` "cpu",
-    "cuda", "cuda:1", ... (E2V_DEVICE; default CUDA when available).
+    "cuda", "cuda:1", ... (E2V_DEVICE; default CUDA when available). `precision` "fp32"
+    (default, exact), "bf16" or "fp16" (autocast matmuls). `warm_up` runs a 2 s dummy
+    input once so the first request is as fast as later ones.
     """
     from .model import load_backend  # deferred: imports torch and funasr
 
     backend = load_backend(model, hub, device, precision)
-    return Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s)
+    recognizer = Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s)
+    if warm_up:
+        recognizer.warm_up()
+    return recognizer
