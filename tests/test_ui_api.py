@@ -1,0 +1,209 @@
+"""The web app as users and programs meet it: `python app.py` served for real, called
+through gradio_client and plain HTTP, on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.ui_server import MAX_FILE_MB, REPO, app_env, ui_server  # noqa: F401  (ui_server is a fixture)
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+LABELS = {"angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"}
+
+
+@pytest.fixture(scope="module")
+def client(ui_server):  # noqa: F811
+    return Client(ui_server.url, verbose=False)
+
+
+def predict(client, path, granularity="utterance", embedding=False):
+    return client.predict(handle_file(str(path)), granularity, embedding, api_name="/predict")
+
+
+def check_recognition(ui_server, data, files, granularity, embedding, source_name):  # noqa: F811
+    """The returned JSON and files, and the output folder the app wrote."""
+    assert data["emotion"] in LABELS
+    assert set(data["scores"]) <= LABELS and data["emotion"] in data["scores"]
+    assert math.isclose(sum(data["scores"].values()), 1.0, abs_tol=1e-6)
+    assert data["confidence"] == max(data["scores"].values())
+    assert data["granularity"] == granularity
+    assert data["input"] == source_name  # the user's file name, not a server path
+    if granularity == "frame":
+        assert data["num_frames"] == len(data["frame_scores"]) > 0
+        assert all(math.isclose(sum(row), 1.0, abs_tol=1e-4) for row in data["frame_scores"])
+        assert data["segments"] and data["segments"][0]["start_s"] == 0.0
+    else:
+        assert "frame_scores" not in data and "segments" not in data
+    expected = {"result.json", "processed_audio.wav"} | ({"embedding.npy"} if embedding else set())
+    assert {Path(f).name for f in files} == expected
+    assert ("embedding_shape" in data) == embedding
+
+    folder = ui_server.output_dir / data["output_folder"]
+    assert {p.name for p in folder.iterdir()} == expected
+    saved = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    assert saved == {k: v for k, v in data.items() if k != "output_folder"}
+    downloaded = next(f for f in files if Path(f).name == "result.json")
+    assert json.loads(Path(downloaded).read_text(encoding="utf-8")) == saved
+
+
+def test_the_api_lists_only_predict(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert list(info["named_endpoints"]) == ["/predict"]
+    assert not info["unnamed_endpoints"]
+    endpoint = info["named_endpoints"]["/predict"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "granularity", "embedding"]
+    assert [r["component"] for r in endpoint["returns"]] == ["Json", "File"]
+
+
+@pytest.mark.parametrize("granularity, embedding", [("utterance", False), ("frame", True)])
+def test_every_format(client, ui_server, audio_files, granularity, embedding):  # noqa: F811
+    for case, path in audio_files.items():
+        data, files = predict(client, path, granularity, embedding)
+        check_recognition(ui_server, data, files, granularity, embedding, Path(path).name)
+        assert math.isclose(data["duration_s"], 2.0, abs_tol=0.1), case
+
+
+@pytest.mark.parametrize("granularity, embedding", [("utterance", True), ("frame", False)])
+def test_other_options(client, ui_server, wav_clip, granularity, embedding):  # noqa: F811
+    data, files = predict(client, wav_clip, granularity, embedding)
+    check_recognition(ui_server, data, files, granularity, embedding, wav_clip.name)
+    if embedding:
+        assert data["embedding_shape"][0] > 1
+
+
+def bad_files(folder: Path, audio_files: dict) -> dict[str, Path]:
+    """A text file named .wav, an empty .mp3, and a WAV cut to half its data."""
+    text = folder / "notes_not_audio.wav"
+    text.write_text("this is not audio\n" * 50)
+    empty = folder / "empty_clip.mp3"
+    empty.write_bytes(b"")
+    whole = audio_files["wav-44100-2ch"].read_bytes()
+    truncated = folder / "truncated_take.wav"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    return {"text": text, "empty": empty, "truncated": truncated}
+
+
+def test_bad_files_are_named_and_the_next_call_works(client, ui_server, audio_files, wav_clip, tmp_path):  # noqa: F811
+    for kind, path in bad_files(tmp_path, audio_files).items():
+        with pytest.raises(AppError) as raised:
+            predict(client, path)
+        message = str(raised.value)
+        assert message.startswith(path.name), (kind, message)
+        assert str(tmp_path) not in message and "/gradio" not in message, message
+        data, files = predict(client, wav_clip)
+        check_recognition(ui_server, data, files, "utterance", False, wav_clip.name)
+
+
+def test_no_audio_and_bad_options_are_clear_errors(client, wav_clip):
+    with pytest.raises(AppError, match="upload or record"):
+        client.predict(None, "utterance", False, api_name="/predict")
+    with pytest.raises(AppError, match="utterance"):
+        predict(client, wav_clip, "sentence")
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def upload(url: str, path: Path, content: bytes | None = None) -> tuple[int, bytes]:
+    """POST one file to /gradio_api/upload as multipart form data."""
+    boundary = uuid.uuid4().hex
+    content = path.read_bytes() if content is None else content
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{path.name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url + "gradio_api/upload", data=body, method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_route_that_skips_the_queue_is_closed(ui_server, wav_clip):  # noqa: F811
+    status, uploaded = upload(ui_server.url, wav_clip)
+    assert status == 200
+    file_data = {"path": json.loads(uploaded)[0], "meta": {"_type": "gradio.FileData"}}
+    for route in ("gradio_api/run/predict", "gradio_api/api/predict"):
+        status, body = post_json(ui_server.url + route, {"data": [file_data, "utterance", False]})
+        assert status == 404, (route, body)
+        assert "join the queue" in body["detail"]
+
+
+def test_rest_call_in_two_steps(ui_server, wav_clip):  # noqa: F811
+    """The curl recipe of the README: upload, POST /gradio_api/call/predict, GET the events."""
+    status, uploaded = upload(ui_server.url, wav_clip)
+    file_data = {"path": json.loads(uploaded)[0], "meta": {"_type": "gradio.FileData"}}
+    status, body = post_json(ui_server.url + "gradio_api/call/predict", {"data": [file_data, "frame", True]})
+    assert status == 200 and "event_id" in body
+    with urllib.request.urlopen(f"{ui_server.url}gradio_api/call/predict/{body['event_id']}", timeout=60) as stream:
+        text = stream.read().decode()
+    event, data_line = [line for line in text.splitlines() if line][-2:]
+    assert event == "event: complete", text[:500]
+    data, files = json.loads(data_line.removeprefix("data: "))
+    assert data["granularity"] == "frame" and data["input"] == wav_clip.name
+    assert sorted(f["orig_name"] for f in files) == ["embedding.npy", "processed_audio.wav", "result.json"]
+    with urllib.request.urlopen(files[0]["url"], timeout=30) as response:
+        assert response.status == 200
+
+
+def test_uploads_over_the_size_limit_are_refused(ui_server, tmp_path):  # noqa: F811
+    big = tmp_path / "too_big.wav"
+    status, body = upload(ui_server.url, big, b"\0" * int((MAX_FILE_MB + 1) * 1024 * 1024))
+    assert status == 413, body[:200]
+
+
+def test_recognitions_share_one_queued_model_slot(tiny_model, tmp_path):
+    """Both model events (page button and /predict) run one at a time, in a bounded queue."""
+    from emotion2vec_ui.ui import MODEL_CONCURRENCY_ID, build_demo
+
+    demo = build_demo(tiny_model, output_root=tmp_path, queue_size=7)
+    model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
+    assert len(model_events) == 2 and all(fn.concurrency_limit == 1 for fn in model_events)
+    public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
+    assert public == ["predict"]
+    assert demo._queue.max_size == 7 and demo.api_open is False
+
+
+def run_app(tmp_path, *args, checkpoint="unused", timeout=120):
+    return subprocess.run(
+        [sys.executable, "app.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env=app_env(checkpoint, tmp_path / "outputs", tmp_path / "gradio"),
+    )
+
+
+def test_a_model_that_cannot_load_ends_the_app_with_its_message(tmp_path):
+    empty = tmp_path / "not_a_checkpoint"
+    empty.mkdir()
+    done = run_app(tmp_path, "--port", "1", checkpoint=empty)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: model folder") and "config.yaml" in done.stderr
+    assert "Traceback" not in done.stderr and "Running on" not in done.stdout
+
+
+def test_bad_options_are_refused_before_loading(tmp_path):
+    done = run_app(tmp_path, "--auth", "no-colon", timeout=30)
+    assert done.returncode == 2 and "user:password" in done.stderr and "Traceback" not in done.stderr
