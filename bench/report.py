@@ -1,0 +1,274 @@
+"""Turn the children's measurements into the printed table, the targets, and the RESULTS.md entry.
+
+Units: times in seconds, throughput in audio seconds per wall second, memory in GB
+(1 GB = 1024 MB). The ratio column always reads "how many times better the project is
+than the reference": reference time / project time, project throughput / reference
+throughput, reference memory / project memory (> 1 means the project is better).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+# Targets from the issue.
+THROUGHPUT_TARGET = 1.5  # project clip-set throughput >= 1.5 x reference
+FIRST_REQUEST_TARGET = 1.2  # first request <= 1.2 x steady state
+LONG_FRAME_PEAK_GB = 4.0  # the long file in frame mode peaks under 4 GB
+LONG_VS_PARTS_TARGET = 1.3  # long file (frame) <= 1.3 x the same audio as 30 s clips
+DRIFT_MIN_COSINE = 0.999  # reduced precision may become the CUDA default only at or above this
+DRIFT_MAX_SCORE_DIFF = 0.01  # ... and at or below this
+
+COLUMNS = ("Measure", "Project", "Reference", "Ratio (>1: project better)", "Target", "Status")
+
+
+@dataclass
+class Row:
+    """One line of the table; figures are already formatted."""
+
+    measure: str
+    project: str
+    reference: str = "–"
+    ratio: str = "–"
+    target: str = ""
+    status: str = ""
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} audio s/s"
+
+
+def gigabytes(megabytes: float | None) -> str:
+    return "–" if megabytes is None else f"{megabytes / 1024:.2f} GB"
+
+
+def factor(value: float | None) -> str:
+    return "–" if value is None or not np.isfinite(value) else f"{value:.2f}x"
+
+
+def status(met: bool | None) -> str:
+    return "–" if met is None else ("met" if met else "NOT MET")
+
+
+def divide(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is zero."""
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = (row.measure, row.project, row.reference, row.ratio, row.target, row.status)
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def startup_rows(project: dict, reference: dict | None, repeats: int) -> list[Row]:
+    """Model load, first 10 s request and steady state (median of `repeats`), project vs reference."""
+    if "error" in project:
+        return [Row("start-up and 10 s clip", f"failed: {project['error']}")]
+    ref_ok = reference is not None and "error" not in reference
+    ref = reference if ref_ok else {}
+    steady, ref_steady = statistics.median(project["steady_s"]), statistics.median(ref["steady_s"]) if ref_ok else None
+    first_ratio, ref_first_ratio = divide(project["first_s"], steady), divide(ref.get("first_s"), ref_steady)
+    return [
+        Row("model load (s, imports excluded)", seconds(project["load_s"]), seconds(ref.get("load_s")),
+            factor(divide(ref.get("load_s"), project["load_s"]))),
+        Row("10 s clip, first request after load (s)", seconds(project["first_s"]), seconds(ref.get("first_s")),
+            factor(divide(ref.get("first_s"), project["first_s"]))),
+        Row(f"10 s clip, file to result, steady state (s, median of {repeats})", seconds(steady), seconds(ref_steady),
+            factor(divide(ref_steady, steady)), "no slower than reference",
+            status(None if ref_steady is None else steady <= ref_steady)),
+        Row("first request / steady state", factor(first_ratio), factor(ref_first_ratio), "–",
+            f"<= {FIRST_REQUEST_TARGET}x", status(first_ratio <= FIRST_REQUEST_TARGET)),
+    ]
+
+
+def throughput_rows(label: str, project: dict, reference: dict | None, clips: list[dict],
+                    common: list[int], repeats: int, single_row: bool) -> list[Row]:
+    """Clip-set throughput of one project configuration vs the reference, on the clips both read.
+
+    `common` indexes the clips the reference could read (all of them without a reference);
+    `single_row` adds this configuration's steady-state 10 s request time.
+    """
+    if "error" in project:
+        return [Row(f"clip set, {label}", f"failed: {project['error']}")]
+    total_s = sum(clip["seconds"] for clip in clips)
+    common_s = sum(clips[i]["seconds"] for i in common)
+    project_common = divide(common_s, project["common_s"] if project["common_s"] is not None else project["batch_s"])
+    rows = []
+    if reference is not None and "error" not in reference:
+        ref_wall = sum(reference["per_clip"][i]["wall_s"] for i in common)
+        ref_rate = divide(common_s, ref_wall)
+        ratio = divide(project_common, ref_rate)
+        rows.append(Row(f"clip-set throughput, {label}: the {len(common)} clips both read", rate(project_common),
+                        rate(ref_rate), factor(ratio), f">= {THROUGHPUT_TARGET}x reference",
+                        status(None if ratio is None else ratio >= THROUGHPUT_TARGET)))
+    rows.append(Row(f"clip-set throughput, {label}: all {len(clips)} clips ({total_s:.0f} s of audio)",
+                    rate(divide(total_s, project["batch_s"])), _reference_coverage(reference, clips)))
+    if single_row:
+        steady = statistics.median(project["steady_s"])
+        rows.append(Row(f"10 s clip, steady state, {label} (s, median of {repeats})", seconds(steady)))
+    return rows
+
+
+def _reference_coverage(reference: dict | None, clips: list[dict]) -> str:
+    """What the reference did with the whole set: 'read 32 of 40 (failed: m4a x5, webm x3)'."""
+    if reference is None:
+        return "not run"
+    if "error" in reference:
+        return f"failed: {reference['error']}"
+    failed = [clips[i]["fmt"] for i, item in enumerate(reference["per_clip"]) if "error" in item]
+    read = len(clips) - len(failed)
+    if not failed:
+        return f"read all {read}"
+    kinds = ", ".join(f"{fmt} x{failed.count(fmt)}" for fmt in sorted(set(failed)))
+    return f"read {read} of {len(clips)} (failed: {kinds})"
+
+
+def long_rows(long_s: int, parts: int, runs: dict, device: str) -> list[Row]:
+    """The long file in utterance and frame mode (time, peak memory) and the 30 s parts comparison."""
+    rows = []
+    memory_key = "gpu_peak_mb" if device.startswith("cuda") else "peak_rss_mb"
+    memory_name = "peak GPU memory" if device.startswith("cuda") else "peak RSS"
+    for granularity in ("utterance", "frame"):
+        project, reference = runs.get(f"project_{granularity}"), runs.get(f"reference_{granularity}")
+        name = f"{long_s} s file, {granularity}"
+        if project is None:
+            continue
+        if "error" in project:
+            rows.append(Row(name, f"failed: {project['error']}", _reference_outcome(reference)))
+            continue
+        ref_ok = reference is not None and "error" not in reference
+        rows.append(Row(f"{name}: time (s)", seconds(project["wall_s"]),
+                        _reference_outcome(reference),
+                        factor(divide(reference["wall_s"], project["wall_s"])) if ref_ok else "–"))
+        peak = project[memory_key]
+        frame = granularity == "frame" and peak is not None
+        rows.append(Row(f"{name}: {memory_name} (GB)", gigabytes(peak),
+                        gigabytes(reference.get(memory_key)) if reference else "–",
+                        factor(divide(reference.get(memory_key), peak)) if ref_ok else "–",
+                        f"< {LONG_FRAME_PEAK_GB:.0f} GB" if frame else "",
+                        status(peak / 1024 < LONG_FRAME_PEAK_GB) if frame else ""))
+        if device.startswith("cuda"):
+            rows.append(Row(f"{name}: peak RSS (GB)", gigabytes(project["peak_rss_mb"]),
+                            gigabytes(reference.get("peak_rss_mb")) if reference else "–"))
+    parts_run, frame_run = runs.get("project_parts"), runs.get("project_frame")
+    if parts_run is not None:
+        ok = "error" not in parts_run and frame_run is not None and "error" not in frame_run
+        rows.append(Row(f"same audio as {parts} x 30 s files, frame: time (s)",
+                        seconds(parts_run.get("wall_s")) if "error" not in parts_run else f"failed: {parts_run['error']}"))
+        ratio = divide(frame_run["wall_s"], parts_run["wall_s"]) if ok else None
+        rows.append(Row(f"{long_s} s file / {parts} x 30 s files, frame: time ratio", factor(ratio), "–", "–",
+                        f"<= {LONG_VS_PARTS_TARGET}x", status(None if ratio is None else ratio <= LONG_VS_PARTS_TARGET)))
+    return rows
+
+
+def _reference_outcome(reference: dict | None) -> str:
+    if reference is None:
+        return "not run"
+    if "error" in reference:
+        return f"failed after {reference.get('error_after_s', 0):.1f} s: {reference['error']}"
+    return seconds(reference["wall_s"])
+
+
+def drift_rows(label: str, drift: dict) -> list[Row]:
+    """Reduced precision vs fp32 on the clip set: min embedding cosine, max |score difference|."""
+    cosine, diff = drift["min_cosine"], drift["max_score_diff"]
+    return [
+        Row(f"drift {label} vs fp32: min embedding cosine ({drift['clips']} clips)", f"{cosine:.5f}",
+            target=f">= {DRIFT_MIN_COSINE}", status=status(cosine >= DRIFT_MIN_COSINE)),
+        Row(f"drift {label} vs fp32: max abs. score difference", f"{diff:.5f}",
+            target=f"<= {DRIFT_MAX_SCORE_DIFF}", status=status(diff <= DRIFT_MAX_SCORE_DIFF)),
+    ]
+
+
+def agreement_row(label: str, max_diff: float, clips: int) -> Row:
+    """How far the project's fp32 scores are from the reference's on the clips both read."""
+    return Row(f"scores, project {label} vs reference: max abs. difference ({clips} clips)", f"{max_diff:.2e}")
+
+
+def profile_table(profile: dict) -> str:
+    """The per-stage breakdown (ms and share of the total) as markdown."""
+    total = profile["total_ms"]
+    lines = ["| Stage | ms | share |", "|---|---|---|"]
+    for name, ms in profile["stages"].items():
+        lines.append(f"| {name} | {ms:.1f} | {100 * ms / total:.1f} % |")
+    lines.append(f"| total (file to saved result) | {total:.1f} | 100 % |")
+    return "\n".join(lines)
+
+
+# -- drift ------------------------------------------------------------------------------------
+
+
+def drift(baseline: dict, other: dict) -> dict:
+    """min cosine of the utterance embeddings and max abs. score difference between two runs of the clip set."""
+    a, b = np.asarray(baseline["embeddings"], np.float64), np.asarray(other["embeddings"], np.float64)
+    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    diff = np.abs(np.asarray(baseline["scores"]) - np.asarray(other["scores"]))
+    return {"min_cosine": float(cosine.min()), "max_score_diff": float(diff.max()), "clips": len(a)}
+
+
+def reference_agreement(project: dict, reference: dict, common: list[int]) -> float:
+    """max |project score - reference score| over the clips both read, matching labels by name."""
+    from emotion2vec_ui.results import token_to_key
+
+    worst = 0.0
+    for i in common:
+        ref = reference["per_clip"][i]
+        ref_scores = {token_to_key(label): score for label, score in zip(ref["labels"], ref["scores"])}
+        for label, score in zip(project["labels"], project["scores"][i]):
+            worst = max(worst, abs(score - ref_scores[label]))
+    return worst
+
+
+# -- machine and RESULTS.md -------------------------------------------------------------------
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS does not say."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def machine(probe: dict, load_at_start: float | None) -> str:
+    """'AMD EPYC, 2 cores (...), GPU: none, torch ..., funasr ..., Python ..., load average ...'."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {cores} cores (CPU bf16: {'yes' if probe['cpu_bf16'] else 'no'}, {probe['cpu_capability']}), "
+            f"GPU: {probe['gpu'] or 'none'}, torch {probe['torch']}, funasr {probe['funasr']}, "
+            f"Python {platform.python_version()}, 1-min load average {_load(load_at_start)} at start, "
+            f"{_load(load_average())} at end (figures are only clean on an otherwise idle machine)")
+
+
+def _load(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
+
+
+def record(path, title: str, machine_line: str, command: str, body: str) -> None:
+    """Append a dated entry (title, machine, command, tables) to RESULTS.md."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    entry = f"\n## {stamp}: {title}\n\n- Machine: {machine_line}\n- Command: `{command}`\n\n{body.strip()}\n"
+    with open(path, "a", encoding="utf-8") as results:
+        results.write(entry)

@@ -1,0 +1,345 @@
+"""What runs inside each measured child process: one configuration of the project or the reference.
+
+The parent (benchmark.py) starts one child per configuration and sends it a job dict;
+`child_main` runs the job and sends back a result dict with the child's own peak
+resident memory (ru_maxrss) and, on CUDA, its peak GPU memory. Times are wall-clock
+seconds (CUDA work is synchronised before a clock is read); memory is in MB.
+
+The reference is the original system's way of running the model: funasr's AutoModel
+with its defaults, `generate` one file at a time, fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+def child_main(job: dict, conn) -> None:
+    """Entry point of a child: run `job`, send {result fields..., peak_rss_mb, gpu_peak_mb} or {error}."""
+    try:
+        result = JOBS[job["kind"]](job)
+    except Exception as e:  # reported to the parent as this configuration's outcome
+        result = {"error": describe_error(e)}
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["gpu_peak_mb"] = _gpu_peak_mb(job.get("device", "cpu"))
+    conn.send(result)
+    conn.close()
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}".rstrip(": ")
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def probe(job: dict) -> dict:
+    """What this machine offers: torch and funasr versions, CUDA GPU, CPU bf16 support."""
+    import funasr
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "funasr": funasr.__version__,
+        "cuda": cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    }
+
+
+def prepare_inputs(job: dict) -> dict:
+    """Build or reuse the checkpoint and audio (see audioset.prepare)."""
+    import audioset
+
+    return audioset.prepare(Path(job["cache"]), job["size"], job["clips"], job["clip_max_s"], job["long_s"])
+
+
+def project_short(job: dict) -> dict:
+    """The project on short inputs: load, first and steady 10 s requests, clip-set throughput.
+
+    Job keys: checkpoint, device, precision ("default" = load_model's own), single,
+    clips (paths), common (paths the reference could read, or None), repeats,
+    profile (path of the 30 s clip, or None).
+    Returns load_s, first_s, steady_s (list), batch_s (all clips), common_s, labels,
+    scores (per clip, in label order), embeddings (per clip, (D,) lists), precision, profile.
+    """
+    from emotion2vec_ui import load_model
+
+    device = job["device"]
+    options = {} if job["precision"] == "default" else {"precision": job["precision"]}
+    load_s, model = timed(device, lambda: load_model(job["checkpoint"], device=device, **options))
+    first_s, _ = timed(device, lambda: model.predict(job["single"]))
+    steady = [timed(device, lambda: model.predict(job["single"]))[0] for _ in range(job["repeats"])]
+    batch_s, results = timed(device, lambda: model.predict_batch(job["clips"], embedding=True))
+    common_s = None
+    if job["common"] is not None:
+        common_s, _ = timed(device, lambda: model.predict_batch(job["common"]))
+    out = {
+        "precision": model.backend.precision,
+        "load_s": load_s,
+        "first_s": first_s,
+        "steady_s": steady,
+        "batch_s": batch_s,
+        "common_s": common_s,
+        "labels": model.labels,
+        "scores": [[r.scores[label] for label in model.labels] for r in results],
+        "embeddings": [r.embedding.tolist() for r in results],
+    }
+    if job.get("profile"):
+        out["profile"] = profile(model, job["profile"], job["repeats"])
+    return out
+
+
+def reference_short(job: dict) -> dict:
+    """The reference on short inputs: AutoModel build, first and steady 10 s requests, the clip set.
+
+    Clips it cannot read are recorded with their error and left out of its timing.
+    Returns load_s, first_s, steady_s (list), per_clip (list of {wall_s, scores, labels} or {error}).
+    """
+    device = job["device"]
+    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
+    first_s, _ = timed(device, lambda: reference_generate(ref, job["single"]))
+    steady = [timed(device, lambda: reference_generate(ref, job["single"]))[0] for _ in range(job["repeats"])]
+    per_clip = []
+    for path in job["clips"]:
+        try:
+            wall_s, output = timed(device, lambda: reference_generate(ref, path))
+        except Exception as e:  # a file the reference cannot read or run: its outcome for that clip
+            per_clip.append({"error": describe_error(e)})
+            continue
+        per_clip.append({"wall_s": wall_s, "labels": list(output["labels"]), "scores": list(output["scores"])})
+    return {"load_s": load_s, "first_s": first_s, "steady_s": steady, "per_clip": per_clip}
+
+
+def project_long(job: dict) -> dict:
+    """The project on one long file, or on a list of parts run as one batch.
+
+    Job keys: checkpoint, device, precision, warmup (path), paths, granularity.
+    Returns load_s, wall_s (the measured call), frames (total frame-score rows, 0 in utterance mode).
+    """
+    from emotion2vec_ui import load_model
+
+    device = job["device"]
+    options = {} if job["precision"] == "default" else {"precision": job["precision"]}
+    load_s, model = timed(device, lambda: load_model(job["checkpoint"], device=device, **options))
+    model.predict(job["warmup"])
+    paths, granularity = job["paths"], job["granularity"]
+    if len(paths) == 1:
+        wall_s, results = timed(device, lambda: [model.predict(paths[0], granularity=granularity)])
+    else:
+        wall_s, results = timed(device, lambda: model.predict_batch(paths, granularity=granularity))
+    frames = sum(len(r.frame_scores) for r in results if r.frame_scores is not None)
+    return {"precision": model.backend.precision, "load_s": load_s, "wall_s": wall_s, "frames": frames}
+
+
+def reference_long(job: dict) -> dict:
+    """The reference on the long file under a memory cap (CPU: RLIMIT_AS of `mem_cap_bytes`).
+
+    On CUDA the cap is the GPU itself (an address-space limit would break CUDA's start-up).
+    An error (e.g. out of memory) is this configuration's result, reported with how long
+    the attempt ran. Returns load_s, wall_s, frames or error, error_after_s.
+    """
+    device = job["device"]
+    if device == "cpu" and job.get("mem_cap_bytes"):
+        cap = int(job["mem_cap_bytes"])
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
+    reference_generate(ref, job["warmup"])
+    frame_mode = job["granularity"] == "frame"
+    start = time.perf_counter()
+    try:
+        wall_s, output = timed(device, lambda: reference_generate(ref, job["paths"][0], job["granularity"]))
+    except Exception as e:  # out of memory and the like: the outcome being measured
+        return {"load_s": load_s, "error": describe_error(e), "error_after_s": time.perf_counter() - start}
+    frames = len(output["feats"]) if frame_mode else 0
+    return {"load_s": load_s, "wall_s": wall_s, "frames": frames}
+
+
+JOBS = {
+    "probe": probe,
+    "prepare": prepare_inputs,
+    "project_short": project_short,
+    "reference_short": reference_short,
+    "project_long": project_long,
+    "reference_long": reference_long,
+}
+
+
+# -- the reference ------------------------------------------------------------------------
+
+
+def build_reference(folder: str, device: str):
+    """funasr's AutoModel on `folder` with its defaults (no ncpu: the original does not pass it)."""
+    from emotion2vec_ui.model import contained_funasr
+
+    with contained_funasr():
+        from funasr import AutoModel
+
+        return AutoModel(model=folder, disable_update=True, device=device)
+
+
+def reference_generate(ref, path: str, granularity: str = "utterance") -> dict:
+    """One `generate` call on one file; frame mode asks for the frame features (its only frame output)."""
+    from emotion2vec_ui.model import contained_funasr
+
+    with contained_funasr(), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
+        output = ref.generate(input=path, granularity=granularity, extract_embedding=granularity == "frame")
+    return output[0]
+
+
+# -- profile ------------------------------------------------------------------------------
+
+
+def profile(model, path: str, repeats: int) -> dict:
+    """Mean milliseconds per stage of one file-to-saved-result request on `path` (already warm).
+
+    Stages: read (file bytes from disk), decode (PyAV + resampling), normalise, conv front
+    end, positional convolution with masks and norms, attention (qkv, attention, output
+    projection), feed-forward (MLP and block norms), batch transfer (padding, device
+    copies), head, other (windows, stitching, result) and save (the outputs folder).
+    Returns {"stages": {name: ms}, "total_ms": ms}.
+    """
+    from emotion2vec_ui import save_recognition
+
+    clock = StageClock(model.backend.device)
+    hooks = _instrument(model.backend, clock)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-profile-") as out:
+            for _ in range(repeats):
+                start = clock.now()
+                with clock.stage("read"):
+                    data = Path(path).read_bytes()
+                with clock.stage("decode"):
+                    audio = model.decode(data, name=Path(path).name)
+                with clock.stage("request"):
+                    result = model.predict(audio)
+                with clock.stage("save"):
+                    save_recognition(result, audio, out)
+                clock.add("total", clock.now() - start)
+    finally:
+        for undo in hooks:
+            undo()
+    ms = {name: 1000 * seconds / repeats for name, seconds in clock.totals.items()}
+    stages = {
+        "read file": ms["read"],
+        "decode + resample": ms["decode"],
+        "normalise": ms["prepare"],
+        "conv front end": ms["conv"],
+        "positional conv, masks, norms": ms["forward"] - ms["conv"] - ms["blocks"],
+        "attention (qkv, attention, projection)": ms["blocks"] - ms["feed-forward"],
+        "feed-forward (MLP, block norms)": ms["feed-forward"],
+        "batch + device copies": ms["encode"] - ms["forward"],
+        "head": ms["head"],
+        "other (windows, results)": ms["request"] - ms["encode"] - ms["prepare"] - ms["head"],
+        "save outputs folder": ms["save"],
+    }
+    return {"stages": stages, "total_ms": ms["total"]}
+
+
+class StageClock:
+    """Accumulates wall seconds per named stage; synchronises CUDA before reading the clock."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.cuda = str(device).startswith("cuda")
+        self.torch = torch
+        self.totals: dict[str, float] = {}
+
+    def now(self) -> float:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def add(self, name: str, seconds: float) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        start = self.now()
+        try:
+            yield
+        finally:
+            self.add(name, self.now() - start)
+
+
+def _instrument(backend, clock: StageClock) -> list:
+    """Time the backend's methods and modules into `clock`; returns undo callables.
+
+    Methods (prepare, encode, _forward, logits, and _block when the backend runs the
+    transformer blocks itself) are wrapped on the instance; modules get forward hooks: the
+    conv front end (local_encoder, project_features), the blocks when they run as modules,
+    and each block's MLP and norms (the feed-forward part).
+    """
+    methods = [("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head")]
+    encoder, net = backend.encoder, backend.net
+    blocks = [*encoder.context_encoder.blocks, *net.blocks]
+    modules = {
+        "conv": [encoder.local_encoder, encoder.project_features],
+        "feed-forward": [part for block in blocks for part in (block.mlp, block.norm1, block.norm2)],
+    }
+    if hasattr(backend, "_block"):  # the engine's own block loop (fused attention)
+        methods.append(("_block", "blocks"))
+    else:
+        modules["blocks"] = blocks
+    undo = [_wrap_method(backend, method, name, clock) for method, name in methods]
+    for name, group in modules.items():
+        clock.add(name, 0.0)
+        for module in group:
+            undo.extend(_time_module(module, name, clock))
+    return undo
+
+
+def _wrap_method(obj, method: str, name: str, clock: StageClock):
+    original = getattr(obj, method)
+
+    def timed_method(*args, **kwargs):
+        with clock.stage(name):
+            return original(*args, **kwargs)
+
+    setattr(obj, method, timed_method)
+    clock.add(name, 0.0)
+    return lambda: delattr(obj, method)
+
+
+def _time_module(module, name: str, clock: StageClock) -> list:
+    starts = []
+    pre = module.register_forward_pre_hook(lambda *_: starts.append(clock.now()))
+    post = module.register_forward_hook(lambda *_: clock.add(name, clock.now() - starts.pop()))
+    return [pre.remove, post.remove]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def timed(device: str, call):
+    """(wall seconds, return value) of `call()`, with CUDA work finished before the clock stops."""
+    import torch
+
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    value = call()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, value
+
+
+def _gpu_peak_mb(device: str) -> float | None:
+    """Peak GPU memory allocated by torch in this process, in MB (None off CUDA)."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20

@@ -1,0 +1,62 @@
+"""The benchmark's tiny mode runs end to end and prints its table (no timing assertions)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = r"\d+(\.\d+)?(e-?\d+)?"
+
+
+def table_row(output: str, measure_start: str) -> list[str]:
+    """The cells of the first table row whose measure starts with `measure_start`."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(measure_start):
+            return cells
+    raise AssertionError(f"no table row starting {measure_start!r} in:\n{output}")
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_prints_the_table(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "benchmark.py"), "--tiny", "--device", "cpu",
+         "--cache-dir", str(tmp_path / "cache"), "--results", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout
+    assert "Machine:" in out and "Command: python bench/benchmark.py --tiny" in out
+
+    # Start-up and the single clip: project and reference both measured.
+    for measure in ("model load", "10 s clip, first request", "10 s clip, file to result"):
+        cells = table_row(out, measure)
+        assert re.fullmatch(f"{NUMBER} s", cells[1]) and re.fullmatch(f"{NUMBER} s", cells[2]), cells
+        assert re.fullmatch(f"{NUMBER}x", cells[3]), cells
+    assert table_row(out, "first request / steady state")[5] in ("met", "NOT MET")
+
+    # Throughput on the clips both read, against the 1.5x target; the reference cannot read M4A.
+    cells = table_row(out, "clip-set throughput, default")
+    assert re.fullmatch(f"{NUMBER} audio s/s", cells[1]) and re.fullmatch(f"{NUMBER} audio s/s", cells[2])
+    assert cells[4] == ">= 1.5x reference" and cells[5] in ("met", "NOT MET")
+    assert "failed: m4a x1" in table_row(out, "clip-set throughput, default (fp32): all 4 clips")[2]
+
+    # The long file, its peak memory against the 4 GB target, and the 30 s parts comparison.
+    assert re.fullmatch(f"{NUMBER} s", table_row(out, "40 s file, frame: time")[1])
+    cells = table_row(out, "40 s file, frame: peak RSS")
+    assert re.fullmatch(f"{NUMBER} GB", cells[1]) and cells[4] == "< 4 GB"
+    assert re.fullmatch(f"{NUMBER}x", table_row(out, "40 s file / 2 x 30 s files")[1])
+
+    # Precision drift of bf16 vs fp32, and agreement with the reference.
+    assert re.fullmatch(NUMBER, table_row(out, "drift bf16 vs fp32: min embedding cosine")[1])
+    assert re.fullmatch(NUMBER, table_row(out, "scores, project fp32 vs reference")[1])
+
+    # The profile, and no RESULTS.md without --record.
+    assert re.search(rf"\| conv front end \| {NUMBER} \|", out)
+    assert not results.exists()
