@@ -277,7 +277,8 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
         channels = stream.codec_context.channels
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         max_source_samples = limits.max_duration_s * rate
-        chunks: list[np.ndarray] = []
+        expected_s = container.duration / 1_000_000 if container.duration else 0.0  # AV_TIME_BASE: µs
+        output = _SampleBuffer(int(min(expected_s, limits.max_duration_s) * SAMPLE_RATE * 1.01) + SAMPLE_RATE)
         decoded = 0
         try:
             for frame in container.decode(stream):
@@ -290,7 +291,7 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
                 decoded += len(mono)
                 if decoded > max_source_samples:
                     raise _duration_error(name, limits)
-                chunks.append(resampler.resample_chunk(mono))
+                output.append(resampler.resample_chunk(mono))
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(
                 f"{name}: no decoder for its audio codec. Convert it to WAV, FLAC or MP3."
@@ -300,7 +301,7 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
                 f"{name}: the audio data is damaged or truncated ({e.strerror or e}). "
                 "Re-export or re-download the file."
             ) from e
-        chunks.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        output.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         declared_s = _wav_declared_duration_s(head) or _declared_duration_s(container, stream, format_name)
     if decoded == 0:
         raise EmptyAudioError(f"{name}: the {format_name} file holds no audio samples. Choose a recording with sound in it.")
@@ -311,8 +312,31 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
             f"{name}: the file is truncated: its header promises {declared_s:.2f} s but only "
             f"{decoded_s:.2f} s of audio is there. Re-export or re-download the file."
         )
-    waveform = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    return Audio(waveform, name, rate, channels, format_name)
+    return Audio(output.samples(), name, rate, channels, format_name)
+
+
+class _SampleBuffer:
+    """A float32 array filled chunk by chunk, sized from the header's duration estimate, so a
+    long file is held once rather than as a list of chunks plus their concatenation."""
+
+    def __init__(self, capacity: int):
+        self.data = np.empty(max(capacity, 1), dtype=np.float32)
+        self.size = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        end = self.size + len(chunk)
+        if end > len(self.data):  # the estimate was short: grow geometrically
+            grown = np.empty(max(end, int(len(self.data) * 1.5)), dtype=np.float32)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : end] = chunk
+        self.size = end
+
+    def samples(self) -> np.ndarray:
+        """The filled part; copied only when much of the buffer would go unused."""
+        if self.size < 0.9 * len(self.data):
+            return self.data[: self.size].copy()
+        return self.data[: self.size]
 
 
 def _declared_duration_s(container, stream, format_name: str) -> float | None:

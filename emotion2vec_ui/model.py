@@ -34,6 +34,8 @@ CHECKPOINT_FILES = ("config.yaml", "model.pt")
 # The released checkpoints omit the pre-training decoder; no other weight may be missing.
 OPTIONAL_WEIGHT_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, used by funasr's input normalisation
+NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input statistics
 
 
 def pick_device(device: str | None = None) -> str:
@@ -109,17 +111,28 @@ class Emotion2vecBackend:
         """Head logits over the usable labels: (..., D) -> (..., K), float32."""
         return np.asarray(features, dtype=np.float32) @ self.head_weight.T + self.head_bias
 
-    def prepare(self, waveform: np.ndarray) -> np.ndarray:
-        """The checkpoint's input normalisation over a whole waveform: (N,) -> (N,) float32.
+    def input_normalization(self, waveform: np.ndarray) -> tuple[float, float]:
+        """(shift, scale) of the checkpoint's input normalisation over a whole waveform.
 
-        `normalize: true` in config.yaml means zero mean, unit variance over the whole
-        input (funasr: F.layer_norm(wav, wav.shape)); long inputs are normalised once,
-        before they are cut into windows.
+        `normalize: true` in config.yaml means zero mean and unit variance over the whole
+        input (funasr: F.layer_norm(wav, wav.shape), eps 1e-5). A long input is normalised
+        with its global statistics window by window, so no normalised copy is kept.
         """
         if not self.normalize_input:
-            return np.asarray(waveform, dtype=np.float32)
-        wav = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-        return F.layer_norm(wav, wav.shape).numpy()
+            return 0.0, 1.0
+        total, squares = 0.0, 0.0
+        for start in range(0, len(waveform), NORMALIZE_CHUNK):  # float64 sums without a float64 copy
+            chunk = waveform[start : start + NORMALIZE_CHUNK].astype(np.float64)
+            total += chunk.sum()
+            squares += np.dot(chunk, chunk)
+        mean = total / len(waveform)
+        variance = max(squares / len(waveform) - mean * mean, 0.0)
+        return mean, 1.0 / np.sqrt(variance + LAYER_NORM_EPS)
+
+    def prepare(self, waveform: np.ndarray, normalization: tuple[float, float] | None = None) -> np.ndarray:
+        """The model input for `waveform` (N,): normalised with its own (or given) statistics."""
+        shift, scale = normalization or self.input_normalization(waveform)
+        return ((np.asarray(waveform, dtype=np.float32) - np.float32(shift)) * np.float32(scale)).astype(np.float32)
 
     @torch.inference_mode()
     def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:

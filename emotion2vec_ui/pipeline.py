@@ -83,11 +83,16 @@ class _Track:
     """Per-input accumulator of window outputs: only what the result needs is kept."""
 
     audio: Audio
-    prepared: np.ndarray
+    normalization: tuple[float, float]  # (shift, scale) for the model input, whole-input statistics
     windows: list[Window]
     feature_sum: np.ndarray | float = 0.0  # (D,) float64 sum of all kept frame features
     frame_logits: dict[int, np.ndarray] = field(default_factory=dict)  # window -> (t, K), frame mode
     frame_features: dict[int, np.ndarray] = field(default_factory=dict)  # window -> (t, D), frame embeddings
+
+    def window_input(self, window: int, backend) -> np.ndarray:
+        """The normalised model input of one window: (stop - start,) float32."""
+        w = self.windows[window]
+        return backend.prepare(self.audio.waveform[w.start : w.stop], self.normalization)
 
     def add(self, window: int, kept: np.ndarray, backend, granularity: str, embedding: bool) -> None:
         """Take the kept frame features (t, D) of one window."""
@@ -228,12 +233,11 @@ class Recognizer:
         backend = self.backend
         tracks = []
         for audio in audios:
-            prepared = backend.prepare(audio.waveform)
             windows = plan_windows(
-                len(prepared), backend.geometry.hop, backend.geometry.receptive_field,
+                len(audio.waveform), backend.geometry.hop, backend.geometry.receptive_field,
                 self.window_frames, self.context_frames,
             )
-            tracks.append(_Track(audio, prepared, windows))
+            tracks.append(_Track(audio, backend.input_normalization(audio.waveform), windows))
         jobs = sorted(
             ((t, w) for t in range(len(tracks)) for w in range(len(tracks[t].windows))),
             key=lambda job: _window_length(tracks, job),
@@ -241,7 +245,7 @@ class Recognizer:
         total = sum(_window_length(tracks, job) for job in jobs) or 1
         done = 0
         for batch in self._batches(jobs, tracks):
-            waves = [tracks[t].prepared[tracks[t].windows[w].start : tracks[t].windows[w].stop] for t, w in batch]
+            waves = [tracks[t].window_input(w, backend) for t, w in batch]
             for (t, w), features in zip(batch, backend.encode(waves)):
                 window = tracks[t].windows[w]
                 tracks[t].add(w, features[window.keep_from : window.keep_to], backend, granularity, embedding)
@@ -277,7 +281,7 @@ class Recognizer:
 
     def _finish(self, track: _Track, granularity: str, embedding: bool) -> EmotionResult:
         """Turn a finished track into scores (and embeddings)."""
-        num_frames = self.backend.geometry.num_frames(len(track.prepared))
+        num_frames = self.backend.geometry.num_frames(len(track.audio.waveform))
         mean_features = (track.feature_sum / num_frames).astype(np.float32)  # (D,)
         utterance_probs = _softmax(self.backend.logits(mean_features))
         frame_probs = _softmax(track.stitched(track.frame_logits)) if granularity == "frame" else None

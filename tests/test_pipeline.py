@@ -149,3 +149,31 @@ def test_many_files_span_several_decode_chunks(tiny_model):
 def test_bad_granularity(tiny_model, wav_clip):
     with pytest.raises(ValueError, match="granularity"):
         tiny_model.predict(wav_clip, granularity="word")
+
+
+def test_an_hour_in_frame_mode_stays_in_bounded_memory(tmp_path, tiny_checkpoint):
+    """60 minutes of 8 kHz WAV through decoding, windows and the frame track, in a fresh process."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / "session.wav"
+    minute = (random_speechlike(60.0, seed=11) * 32767).astype(np.int16)[::2]  # 8 kHz
+    with sf.SoundFile(path, "w", samplerate=8_000, channels=1, subtype="PCM_16") as out:
+        for _ in range(60):
+            out.write(minute)
+    probe = (
+        "import resource, sys\n"
+        "from emotion2vec_ui import load_model\n"
+        "model = load_model(sys.argv[1], device='cpu')\n"
+        "result = model.predict(sys.argv[2], granularity='frame')\n"
+        "print(result.frame_scores.shape[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe, str(tiny_checkpoint), str(path)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    frames, peak_mb = map(int, run.stdout.split())
+    assert frames == _frames(3600 * 16_000)
+    # the 16 kHz waveform alone is 230 MB; a copy per window or a full-length attention would be far more
+    assert peak_mb < 1500, f"peak RSS {peak_mb} MB"
