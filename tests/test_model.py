@@ -164,3 +164,16 @@ def test_funasr_leaves_logging_alone(tiny_checkpoint, capsys):
     load_backend(tiny_checkpoint, device="cpu")
     assert logging.getLogger().handlers == before
     assert capsys.readouterr().out == ""
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny_checkpoint):
+    """bf16 autocast on the CPU: same labels, embeddings within a small drift of fp32."""
+    fp32 = load_model(tiny_checkpoint, device="cpu")
+    bf16 = load_model(tiny_checkpoint, device="cpu", precision="bf16")
+    assert bf16.backend.precision == "bf16"
+    clip = (random_speechlike(3.0, seed=8), 16_000)
+    a, b = fp32.predict(clip, embedding=True), bf16.predict(clip, embedding=True)
+    cosine = a.embedding @ b.embedding / (np.linalg.norm(a.embedding) * np.linalg.norm(b.embedding))
+    assert cosine > 0.99
+    assert not np.array_equal(a.embedding, b.embedding)  # it really ran in reduced precision
+    assert list(b.scores) == list(a.scores) and abs(sum(b.scores.values()) - 1) < 1e-6
