@@ -178,8 +178,9 @@ class Emotion2vecBackend:
             alibi = F.pad(alibi, (extra, 0, extra, 0))
             padding = F.pad(padding, (extra, 0))
         # Padded keys get -inf: (B, 1, 1, T') broadcast over heads and queries.
-        key_mask = torch.zeros(padding.shape, device=x.device).masked_fill(padding, float("-inf"))[:, None, None]
-        key_mask = key_mask if padded else torch.zeros((), device=x.device)
+        key_mask = torch.zeros((), device=x.device)
+        if padded:
+            key_mask = torch.zeros(padding.shape, device=x.device).masked_fill(padding, float("-inf"))[:, None, None]
         shared_bias = None if per_layer else alibi + key_mask
 
         context = enc.context_encoder
