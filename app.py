@@ -8,6 +8,7 @@ Every option falls back to an environment variable, then to a default:
     --model        E2V_MODEL        iic/emotion2vec_plus_large (hub id or local checkpoint folder)
     --hub          E2V_HUB          ms (ModelScope) or hf (Hugging Face)
     --device       E2V_DEVICE       cuda when present, else cpu
+    --precision    E2V_PRECISION    fp32 (or bf16, fp16)
     --output-dir   E2V_OUTPUT_DIR   outputs
     --queue-size   E2V_QUEUE_SIZE   16
     --max-file-mb  E2V_MAX_FILE_MB  200
@@ -27,7 +28,7 @@ import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app: no usage reports
 
 from emotion2vec_ui import Emotion2vecError, load_model  # noqa: E402
-from emotion2vec_ui.ui import DEFAULT_MAX_FILE_MB, DEFAULT_QUEUE_SIZE, build_demo, launch, warm_up  # noqa: E402
+from emotion2vec_ui.ui import DEFAULT_MAX_FILE_MB, DEFAULT_QUEUE_SIZE, build_demo, launch  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hub id or local checkpoint folder (env E2V_MODEL; default iic/emotion2vec_plus_large)")
     parser.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope or Hugging Face (env E2V_HUB)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (env E2V_DEVICE; default: CUDA if present)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=env("E2V_PRECISION", "fp32"),
+                        help="weights and activations dtype (env E2V_PRECISION; default fp32)")
     parser.add_argument("--output-dir", default=env("E2V_OUTPUT_DIR", "outputs"), metavar="DIR",
                         help="where the outputs_YYYYMMDD_HHMMSS folders go (env E2V_OUTPUT_DIR; default outputs)")
     parser.add_argument("--queue-size", type=int, default=env("E2V_QUEUE_SIZE", str(DEFAULT_QUEUE_SIZE)),
@@ -80,16 +83,16 @@ def parse_args(argv: list[str] | None = None, strict: bool = True) -> argparse.N
 
 
 def load_or_exit(args: argparse.Namespace):
-    """Load and warm up the model, or exit with the engine's message (exit code 2)."""
+    """Load and warm up the model (one short dummy recognition, so the first request is
+    as fast as later ones), or exit with the engine's message and exit code 2."""
     started = time.perf_counter()
     try:
-        model = load_model(args.model, args.hub, args.device)
-        warm_s = warm_up(model)
+        model = load_model(args.model, args.hub, args.device, precision=args.precision, warm_up=True)
     except Emotion2vecError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"Model {model.model_name} on {model.device}: loaded and warmed up in "
-          f"{time.perf_counter() - started:.1f} s (warm-up {warm_s:.2f} s)", flush=True)
+          f"{time.perf_counter() - started:.1f} s", flush=True)
     return model
 
 

@@ -1,7 +1,6 @@
 """The web page: plain functions that turn a recognition into what the page shows, then the Gradio app.
 
-    model = load_model()
-    warm_up(model)
+    model = load_model()  # loads and warms up
     demo = build_demo(model, output_root="outputs")
     launch(demo, output_root="outputs")
 
@@ -50,7 +49,8 @@ EMOTION_COLORS = {  # one colour per emotion, shared by the score chart and the 
     "unknown": "#b8b8b8",
 }
 TRACK_POINTS = 400  # most points per emotion line in the time plot
-TRACK_STEPS_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)  # averaging windows, seconds
+TRACK_STEPS_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)  # point spacings and windows, seconds
+TRACK_SMOOTHING_SHARE = 60  # the moving average spans about 1/60 of the clip
 SEGMENT_MIN_S = 0.5  # shortest segment in the table for clips up to SEGMENT_ROWS * SEGMENT_MIN_S
 SEGMENT_ROWS = 120  # about the most segments the table shows for a long clip
 PAGE_JSON_ITEMS = 200  # longest list the page's JSON viewer shows in full
@@ -132,19 +132,6 @@ def recognize_file(
     return PageRecognition(result, audio, folder, data, log)
 
 
-def warm_up(model, seconds: float = 1.0) -> float:
-    """Run one short dummy recognition so the first user request is as fast as later ones.
-
-    Returns the wall time it took, in seconds.
-    """
-    started = time.perf_counter()
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    tone = (0.1 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)  # (N,) 16 kHz
-    audio = model.decode((tone, SAMPLE_RATE), name="warm-up")
-    model.recognize([audio], "frame", True)
-    return time.perf_counter() - started
-
-
 # -- what the page shows ------------------------------------------------------------------
 
 
@@ -191,41 +178,49 @@ def score_table(result: EmotionResult):
     )
 
 
-def track_step_s(duration_s: float, max_points: int = TRACK_POINTS) -> float:
-    """The averaging window of the time plot: the shortest of TRACK_STEPS_S that keeps at
-    most `max_points` points per line (0.1 s for a 30 s clip, 2 s for 10 minutes)."""
-    wanted = duration_s / max_points
-    return next((step for step in TRACK_STEPS_S if step >= wanted), TRACK_STEPS_S[-1])
+def nice_step_s(seconds: float) -> float:
+    """The shortest of TRACK_STEPS_S that is at least `seconds`."""
+    return next((step for step in TRACK_STEPS_S if step >= seconds), TRACK_STEPS_S[-1])
+
+
+def track_spacing_s(duration_s: float, max_points: int = TRACK_POINTS) -> tuple[float, float]:
+    """(step, smoothing window) of the time plot, in seconds: one point per step, at most
+    `max_points` per line, each the mean of a window of about 1/60 of the clip centred on
+    it (30 s clip: a point every 0.1 s over 0.5 s; 10 minutes: every 2 s over 10 s)."""
+    step_s = nice_step_s(duration_s / max_points)
+    return step_s, max(step_s, nice_step_s(duration_s / TRACK_SMOOTHING_SHARE))
 
 
 def emotion_track(result: EmotionResult, max_points: int = TRACK_POINTS):
-    """Frame scores averaged over windows of `track_step_s`: a long-form DataFrame with
-    columns time_s (window centre, seconds), score (0..1) and emotion (label), for the
-    time plot. Averaging smooths the 20 ms flicker and keeps a 10-minute track light.
-    Returns (DataFrame, step in seconds); an empty frame for an utterance result.
+    """Frame scores as a smoothed, thinned track for the time plot.
+
+    Returns (DataFrame, step_s, window_s): a long-form frame with columns time_s (seconds),
+    score (0..1, the moving average of the frame scores over window_s centred there;
+    shorter at the clip's ends) and emotion (label), one row per emotion every step_s.
+    Smoothing tames the 20 ms flicker and thinning keeps a 10-minute track light. An
+    utterance result gives an empty frame.
     """
     import pandas as pd
 
     if result.frame_scores is None or len(result.frame_scores) == 0:
-        return pd.DataFrame({"time_s": [], "score": [], "emotion": []}), 0.0
+        return pd.DataFrame({"time_s": [], "score": [], "emotion": []}), 0.0, 0.0
     scores = np.asarray(result.frame_scores, dtype=np.float64)  # (T, K)
-    step_s = track_step_s(len(scores) * FRAME_HOP_S, max_points)
-    per_bin = max(1, int(round(step_s / FRAME_HOP_S)))
-    bins = math.ceil(len(scores) / per_bin)
-    starts = np.arange(bins) * per_bin
-    sums = np.add.reduceat(scores, starts, axis=0)  # (B, K)
-    counts = np.diff(np.append(starts, len(scores)))  # frames in each bin (the last may be short)
-    means = sums / counts[:, None]
-    centres = (starts + counts / 2) * FRAME_HOP_S
+    frames = len(scores)
+    step_s, window_s = track_spacing_s(frames * FRAME_HOP_S, max_points)
+    step, half = max(1, round(step_s / FRAME_HOP_S)), max(0, round(window_s / FRAME_HOP_S) // 2)
+    centres = np.arange(step // 2, frames, step)  # frame index of each point, (P,)
+    totals = np.vstack([np.zeros((1, scores.shape[1])), np.cumsum(scores, axis=0)])  # (T + 1, K)
+    low, high = np.maximum(centres - half, 0), np.minimum(centres + half + 1, frames)
+    means = (totals[high] - totals[low]) / (high - low)[:, None]  # (P, K)
     names = [emotion_name(key) for key in result.labels]
-    frame = pd.DataFrame(
+    track = pd.DataFrame(
         {
-            "time_s": np.repeat(np.round(centres, 3), len(names)),
+            "time_s": np.repeat(np.round(centres * FRAME_HOP_S + FRAME_HOP_S / 2, 3), len(names)),
             "score": np.round(means, 4).reshape(-1),
-            "emotion": np.tile(names, bins),
+            "emotion": np.tile(names, len(centres)),
         }
     )
-    return frame, step_s
+    return track, step_s, window_s
 
 
 def segment_min_s(duration_s: float) -> float:
@@ -252,7 +247,7 @@ def segment_table(result: EmotionResult):
     return pd.DataFrame(rows, columns=columns)
 
 
-def track_legend_html(labels: list[str], step_s: float, shortest_segment_s: float) -> str:
+def track_legend_html(labels: list[str], step_s: float, window_s: float, shortest_segment_s: float) -> str:
     """The time plot's legend (colour swatches that wrap, unlike the chart's own) and how
     the track was smoothed."""
     items = "".join(
@@ -262,8 +257,9 @@ def track_legend_html(labels: list[str], step_s: float, shortest_segment_s: floa
     )
     return (
         f'<div class="e2v-legend">{items}</div>'
-        f'<div class="e2v-meta">每个点为 {step_s:g} s 内各帧的平均 · each point averages {step_s:g} s of '
-        f"20 ms frames · 分段最短 {shortest_segment_s:g} s · segments last at least {shortest_segment_s:g} s</div>"
+        f'<div class="e2v-meta">曲线为 {window_s:g} s 滑动平均，每 {step_s:g} s 一点 · {window_s:g} s moving '
+        f"average of the 20 ms frame scores, a point every {step_s:g} s · 表中分段最短 {shortest_segment_s:g} s · "
+        f"table segments last at least {shortest_segment_s:g} s</div>"
     )
 
 
@@ -336,8 +332,9 @@ def build_demo(
     """
     import gradio as gr
 
-    def run(audio, granularity, embedding, progress) -> PageRecognition:
-        """recognize_file for an event, its failures turned into messages for the page."""
+    def run(audio, granularity, embedding, progress, for_page=False) -> PageRecognition:
+        """recognize_file for an event, its failures turned into messages for the page
+        (which adds a Chinese headline) or the API (the engine's message as it is)."""
         if not audio:
             raise gr.Error("请先上传或录制一段音频 · Please upload or record an audio clip first.",
                            title="没有音频 No audio", print_exception=False)
@@ -351,7 +348,10 @@ def build_demo(
                 progress=lambda fraction, text: progress(fraction, desc=text),
             )
         except Emotion2vecError as e:
-            raise gr.Error(error_message(e), title="无法识别此音频 Cannot use this audio", duration=20,
+            message = error_message(e)
+            if for_page:
+                message = f"无法使用这段音频 · Cannot use this audio:<br>{message}"
+            raise gr.Error(message, title="无法使用这段音频 Cannot use this audio", duration=20,
                            print_exception=False) from e
         except OSError as e:
             raise gr.Error(f"无法保存结果 Could not write the output folder: {html.escape(e.strerror or str(e))}",
@@ -370,13 +370,13 @@ def build_demo(
 
     def recognize_page(audio, granularity, embedding, progress=gr.Progress()):
         """The page's recognition: everything the right-hand panel shows."""
-        page = run(audio, granularity, embedding, progress)
+        page = run(audio, granularity, embedding, progress, for_page=True)
         result = page.result
         frame_mode = result.frame_scores is not None
         track, legend = None, ""
         if frame_mode:
-            track, step_s = emotion_track(result)
-            legend = track_legend_html(result.labels, step_s, segment_min_s(result.duration_s))
+            track, step_s, window_s = emotion_track(result)
+            legend = track_legend_html(result.labels, step_s, window_s, segment_min_s(result.duration_s))
         return (
             headline_html(result),
             score_table(result),

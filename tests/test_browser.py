@@ -1,0 +1,173 @@
+"""The page in a real headless Chromium (Playwright's sync API): upload, recognise, read
+the results, in both granularities, with a bad file and with the example clip.
+
+Screenshots of each run are saved under test-artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from emotion2vec_ui import label_for
+from emotion2vec_ui.testdata import voice_like, write_audio
+from tests.ui_server import REPO, ui_server  # noqa: F401  (ui_server is a fixture)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+ARTIFACTS = REPO / "test-artifacts"
+RUN = "🎯 开始识别"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                       "(apt-get install chromium fonts-noto-cjk fonts-noto-color-emoji)"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+expect.set_options(timeout=30_000)  # a recognition on a busy 2-core machine may take seconds
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, ui_server):  # noqa: F811
+    """A fresh tab on the app's page, loaded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    tab = context.new_page()
+    tab.set_default_timeout(60_000)
+    tab.goto(ui_server.url)
+    tab.get_by_role("button", name=RUN).wait_for()
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """A 30 s WAV (the recommended longest clip) and a 10-minute one (8 kHz 8-bit, to fit the
+    test server's 5 MB upload limit), both voice-like."""
+    folder = tmp_path_factory.mktemp("browser_audio")
+    return {
+        "30s": write_audio(folder / "speech_30s.wav", voice_like(30.0, 22_050, 1, seed=7), 22_050, "wav"),
+        "10min": write_audio(folder / "lecture_10min.wav", voice_like(600.0, 8_000, 1, seed=8), 8_000, "wav_u8"),
+    }
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"browser_{name}.png"), full_page=True)
+
+
+def upload(page, path: Path) -> None:
+    """Put a file in the audio component through its file input and wait until it holds it."""
+    page.locator("#e2v-audio input[type=file]").set_input_files(str(path))
+    expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile(re.escape(path.name)))
+
+
+def recognise(page, granularity: str = "utterance") -> None:
+    """Choose the granularity, press the button, and wait for the processing log's last step."""
+    page.get_by_label("帧级别 (frame)" if granularity == "frame" else "整句级别 (utterance)").check()
+    page.get_by_role("button", name=RUN).click()
+    expect(page.locator("#e2v-log textarea")).to_have_value(re.compile(r"\[4/4\] 保存 Saving: outputs_\d{8}_\d{6}"))
+
+
+def expected_result(ui_server, path: Path, granularity: str) -> dict:  # noqa: F811
+    """What the API says about `path`; the model is deterministic, so the page must agree."""
+    from gradio_client import Client, handle_file
+
+    client = Client(ui_server.url, verbose=False)
+    return client.predict(handle_file(str(path)), granularity, False, api_name="/predict")[0]
+
+
+def check_headline_and_chart(page, data: dict) -> None:
+    headline = page.locator("#e2v-headline")
+    expect(headline).to_contain_text(f"{data['emotion_display']} 置信度: {data['confidence']:.1%}")
+    chart = page.locator("#e2v-scores")
+    expect(chart.locator("svg.marks")).to_be_visible()
+    expect(chart.locator(".mark-rect path")).to_have_count(len(data["scores"]))
+    for label in ("愤怒 Angry", "快乐 Happy", "未知 Unknown"):
+        expect(chart.locator("svg text", has_text=label)).to_have_count(1)
+
+
+def test_utterance_run_shows_emotion_chart_and_log(page, ui_server, clips):  # noqa: F811
+    data = expected_result(ui_server, clips["30s"], "utterance")
+    upload(page, clips["30s"])
+    recognise(page, "utterance")
+    check_headline_and_chart(page, data)
+    log = page.locator("#e2v-log textarea").input_value()
+    assert "[1/4] 校验 Validation: speech_30s.wav ✓" in log
+    assert "22050 Hz 1 ch → 16000 Hz mono, 30.00 s" in log
+    assert re.search(r"\[3/4\] 推理 Inference: utterance on cpu in \d+\.\d\d s", log)
+    expect(page.locator("#e2v-files")).to_contain_text("result.json")
+    expect(page.locator("#e2v-files")).to_contain_text("processed_audio.wav")
+    expect(page.locator("#e2v-json")).to_contain_text('"emotion"')
+    expect(page.locator("#e2v-track")).to_be_hidden()
+    screenshot(page, "utterance")
+
+
+@pytest.mark.parametrize("clip", ["30s", "10min"])
+def test_frame_run_shows_time_plot_and_segments(page, ui_server, clips, clip):  # noqa: F811
+    data = expected_result(ui_server, clips[clip], "frame")
+    upload(page, clips[clip])
+    page.get_by_label("提取 Embedding 特征").check()
+    recognise(page, "frame")
+    check_headline_and_chart(page, data)
+    track = page.locator("#e2v-track")
+    expect(track.locator("svg.marks")).to_be_visible()
+    expect(track.locator(".mark-line path")).to_have_count(len(data["scores"]))
+    expect(page.locator("#e2v-track-legend .e2v-key")).to_have_count(len(data["scores"]))
+    expect(page.locator("#e2v-track-legend")).to_contain_text("moving average")
+    table = page.locator("#e2v-segments")
+    expect(table).to_contain_text("分段主导情绪 Dominant emotion per segment")
+    displays = "|".join(re.escape(label_for(key).display) for key in data["scores"])
+    expect(table.get_by_test_id("cell-0-0")).to_have_text("0.00")  # the first segment starts the clip
+    expect(table.get_by_test_id("cell-0-3")).to_have_text(re.compile(rf"^\s*({displays})\s*$"))
+    expect(page.locator("#e2v-files")).to_contain_text("embedding.npy")
+    screenshot(page, f"frame_{clip}")
+
+
+def test_bad_file_shows_a_toast_naming_it_and_the_page_goes_on(page, tmp_path):
+    bad = tmp_path / "meeting_notes.wav"
+    bad.write_text("these are meeting notes, not audio\n" * 20)
+    upload(page, bad)
+    page.get_by_role("button", name=RUN).click()
+    toast = page.locator("[data-testid=toast-text]")
+    expect(toast).to_contain_text("meeting_notes.wav: not a recognised audio file")
+    expect(toast).to_contain_text("无法使用这段音频")
+    assert str(tmp_path) not in toast.inner_text() and "/gradio" not in toast.inner_text()
+    expect(toast).to_be_visible()
+    page.wait_for_timeout(800)  # let the toast finish sliding in
+    screenshot(page, "bad_file")
+    page.locator("[data-testid=toast-close]").first.click()
+
+    page.get_by_role("button", name="加载示例音频").click()
+    expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
+    recognise(page)
+    expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
+
+
+def test_example_button_loads_the_shipped_clip(page):
+    page.get_by_role("button", name="加载示例音频").click()
+    audio = page.locator("#e2v-audio")
+    expect(audio.locator("a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
+    expect(audio).to_contain_text("0:05")  # the player shows the clip's 4.65 s, rounded up
+    recognise(page, "frame")
+    expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
+    assert "16000 Hz 1 ch → 16000 Hz mono, 4.65 s" in page.locator("#e2v-log textarea").input_value()
+    screenshot(page, "example")
+
+
+def test_no_audio_is_a_clear_message(page):
+    page.get_by_role("button", name=RUN).click()
+    expect(page.locator("[data-testid=toast-text]")).to_contain_text("Please upload or record an audio clip first")
