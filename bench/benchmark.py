@@ -133,7 +133,7 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
     clips = [clip["path"] for clip in inputs["clips"]]
     base = {"checkpoint": inputs["checkpoint"], "device": device, "single": inputs["single"],
             "repeats": args.repeats, "warmup": inputs["single"]}
-    run = {"device": device, "short": {}, "long": {}}
+    run = {"device": device, "clips": inputs["clips"], "short": {}, "long": {}}
     run["reference"] = None if args.skip_reference else children.run(
         f"reference on {device}: start-up, 10 s clip, {len(clips)} clips one at a time",
         {**base, "kind": "reference_short", "clips": clips}, args.timeout)
@@ -172,9 +172,9 @@ def measure_long(children: Children, args: argparse.Namespace, inputs: dict, bas
         cap = reference_cap_bytes(args.reference_mem_gb)
         for granularity in ("utterance", "frame"):
             runs[f"reference_{granularity}"] = children.run(
-                f"reference on {device}: {args.long_seconds} s file, {granularity} "
-                f"(cap {cap / 2**30:.1f} GB{' address space' if device == 'cpu' else ' (CPU only)'}, "
-                f"{args.reference_timeout:.0f} s)",
+                f"reference on {device}: {args.long_seconds} s file, {granularity} ("
+                + (f"address space capped at {cap / 2**30:.1f} GB, " if device == "cpu" else "")
+                + f"at most {args.reference_timeout:.0f} s)",
                 {**base, "kind": "reference_long", "paths": [inputs["long"]], "granularity": granularity,
                  "mem_cap_bytes": cap}, args.reference_timeout)
     return runs
@@ -216,13 +216,17 @@ def build_tables(run: dict, inputs: dict, args: argparse.Namespace) -> str:
             rows += report.drift_rows(precision, report.drift(fp32, result))
     if fp32 is not None and reference is not None and "error" not in reference:
         rows.append(report.agreement_row("fp32", report.reference_agreement(fp32, reference, common), len(common)))
-    failed = {label: r["error"] for label, r in run["short"].items() if "error" in r}
-    notes = "".join(f"\n\nProject {label} on {device} failed: {error}" for label, error in failed.items())
-    section = f"### {device}\n\n{report.markdown_table(rows)}{notes}"
+    notes = "".join(f"\n- {line}" for line in report.notes(run))
+    section = f"### {device}\n\n{report.markdown_table(rows)}\n{notes}"
     if "profile" in default:
         section += (f"\n\nProfile, project {default_label} on {device}: one 30 s clip (MP3, 44.1 kHz stereo), "
                     f"file to saved result, mean of {args.repeats}\n\n{report.profile_table(default['profile'])}")
     return section
+
+
+def without_local_paths(text: str, cache: Path) -> str:
+    """`text` with this checkout's and the cache's absolute paths made relative (error messages name files)."""
+    return text.replace(str(cache.resolve()) + os.sep, "").replace(str(ROOT) + os.sep, "")
 
 
 def command_line(argv: list[str]) -> str:
@@ -236,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     started, load_at_start = time.perf_counter(), report.load_average()
+    cores = os.cpu_count() or 1
+    if load_at_start is not None and load_at_start > 0.25 * cores:
+        log(f"warning: the 1-min load average is {load_at_start:.1f} on {cores} cores; "
+            "other work on this machine will distort the figures")
     children = Children()
     probe = children.run("probe the machine", {"kind": "probe"}, args.timeout)
     if "error" in probe:
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     audio_s = sum(clip["seconds"] for clip in inputs["clips"])
     title = (f"{'tiny' if args.tiny else 'plus_large-size'} random-weight checkpoint, {len(inputs['clips'])} clips "
              f"({audio_s:.0f} s of audio){f', {args.long_seconds} s file' if args.long_seconds else ''}")
-    body = "\n\n".join(sections)
+    body = without_local_paths("\n\n".join(sections), args.cache_dir)
     print(f"# Benchmark: {title}\n\nMachine: {machine}\nCommand: {command_line(argv)}\n\n{body}\n")
     log(f"finished in {time.perf_counter() - started:.0f} s")
     if args.record:

@@ -162,8 +162,10 @@ def long_rows(long_s: int, parts: int, runs: dict, device: str) -> list[Row]:
                         factor(divide(reference["wall_s"], project["wall_s"])) if ref_ok else "–"))
         peak = project[memory_key]
         frame = granularity == "frame" and peak is not None
-        rows.append(Row(f"{name}: {memory_name} (GB)", gigabytes(peak),
-                        gigabytes(reference.get(memory_key)) if reference else "–",
+        ref_peak = gigabytes(reference.get(memory_key)) if reference else "–"
+        if reference is not None and not ref_ok and reference.get(memory_key) is not None:
+            ref_peak += " (until it failed)"
+        rows.append(Row(f"{name}: {memory_name} (GB)", gigabytes(peak), ref_peak,
                         factor(divide(reference.get(memory_key), peak)) if ref_ok else "–",
                         f"< {LONG_FRAME_PEAK_GB:.0f} GB" if frame else "",
                         status(peak / 1024 < LONG_FRAME_PEAK_GB) if frame else ""))
@@ -198,6 +200,23 @@ def drift_rows(label: str, drift: dict) -> list[Row]:
         Row(f"drift {label} vs fp32: max abs. score difference", f"{diff:.5f}",
             target=f"<= {DRIFT_MAX_SCORE_DIFF}", status=status(diff <= DRIFT_MAX_SCORE_DIFF)),
     ]
+
+
+def notes(run: dict) -> list[str]:
+    """Lines under a device's table: threads used, failed configurations, reference read errors."""
+    threads = {label: r.get("threads") for label, r in run["short"].items()}
+    reference = run["reference"]
+    lines = [f"torch CPU threads: project {threads.get('default')}"
+             + (f", reference {reference.get('threads')} (funasr's default ncpu)" if reference else "")]
+    lines += [f"project {label} failed: {r['error']}" for label, r in run["short"].items() if "error" in r]
+    if reference is not None and "error" not in reference:
+        errors = {}
+        for clip, item in zip(run["clips"], reference["per_clip"]):
+            if "error" in item:
+                errors.setdefault(item["error"], []).append(clip["fmt"])
+        lines += [f"reference could not read {', '.join(sorted(set(fmts)))} ({len(fmts)} of the clips): {error}"
+                  for error, fmts in errors.items()]
+    return lines
 
 
 def agreement_row(label: str, max_diff: float, clips: int) -> Row:

@@ -25,6 +25,7 @@ def child_main(job: dict, conn) -> None:
     except Exception as e:  # reported to the parent as this configuration's outcome
         result = {"error": describe_error(e)}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["threads"] = _torch_threads()
     result["gpu_peak_mb"] = _gpu_peak_mb(job.get("device", "cpu"))
     conn.send(result)
     conn.close()
@@ -70,6 +71,8 @@ def project_short(job: dict) -> dict:
     profile (path of the 30 s clip, or None).
     Returns load_s, first_s, steady_s (list), batch_s (all clips), common_s, labels,
     scores (per clip, in label order), embeddings (per clip, (D,) lists), precision, profile.
+    The timed clip-set run asks for embeddings (for the drift figures): the mean frame
+    features it computes anyway.
     """
     from emotion2vec_ui import load_model
 
@@ -143,16 +146,17 @@ def project_long(job: dict) -> dict:
 def reference_long(job: dict) -> dict:
     """The reference on the long file under a memory cap (CPU: RLIMIT_AS of `mem_cap_bytes`).
 
-    On CUDA the cap is the GPU itself (an address-space limit would break CUDA's start-up).
+    The cap is set after the model is built and warmed up, so it constrains the measured
+    call. On CUDA the cap is the GPU itself (an address-space limit would break CUDA).
     An error (e.g. out of memory) is this configuration's result, reported with how long
-    the attempt ran. Returns load_s, wall_s, frames or error, error_after_s.
+    the attempt ran. Returns load_s, wall_s, frames, or error and error_after_s.
     """
     device = job["device"]
+    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
+    reference_generate(ref, job["warmup"])
     if device == "cpu" and job.get("mem_cap_bytes"):
         cap = int(job["mem_cap_bytes"])
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
-    reference_generate(ref, job["warmup"])
     frame_mode = job["granularity"] == "frame"
     start = time.perf_counter()
     try:
@@ -332,6 +336,14 @@ def timed(device: str, call):
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, value
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op CPU threads as the configuration left them (funasr sets its own)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def _gpu_peak_mb(device: str) -> float | None:
