@@ -32,6 +32,7 @@ DEFAULT_WINDOW_S = 30.0  # longest piece of audio the model sees at once
 DEFAULT_CONTEXT_S = 2.0  # overlap on each side of a cut, in seconds
 DEFAULT_BATCH_S = {"cpu": 60.0, "cuda": 480.0}  # padded audio seconds per forward pass
 DECODE_CHUNK = 16  # inputs decoded ahead while the model runs
+MIN_FILL = 0.9  # a batch's shortest window is at least this fraction of its longest
 
 
 @dataclass(frozen=True)
@@ -268,11 +269,13 @@ class Recognizer:
     # -- internals ----------------------------------------------------------------------
 
     def _batches(self, jobs: list[tuple[int, int]], tracks: list[_Track]) -> Iterator[list[tuple[int, int]]]:
-        """Group length-sorted jobs so that a batch's padded size stays within the budget."""
+        """Group length-sorted jobs: a batch's padded size stays within the budget, and its
+        shortest window is at least MIN_FILL of its longest, so padding wastes little."""
         batch: list[tuple[int, int]] = []
         for job in jobs:
             longest = _window_length(tracks, job)  # sorted ascending: the newest is the longest
-            if batch and longest * (len(batch) + 1) > self.batch_samples:
+            too_big = longest * (len(batch) + 1) > self.batch_samples
+            if batch and (too_big or _window_length(tracks, batch[0]) < MIN_FILL * longest):
                 yield batch
                 batch = []
             batch.append(job)

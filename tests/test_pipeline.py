@@ -177,3 +177,26 @@ def test_an_hour_in_frame_mode_stays_in_bounded_memory(tmp_path, tiny_checkpoint
     assert frames == _frames(3600 * 16_000)
     # the 16 kHz waveform alone is 230 MB; a copy per window or a full-length attention would be far more
     assert peak_mb < 1500, f"peak RSS {peak_mb} MB"
+
+
+def test_batches_group_similar_lengths_within_the_budget(tiny_model):
+    lengths = [16_000, 17_000, 30_000, 31_000, 32_000, 160_000, 480_000]
+    audios = [tiny_model.decode((random_speechlike(n / 16_000, seed=i)[:n], 16_000)) for i, n in enumerate(lengths)]
+    model = Recognizer(tiny_model.backend, batch_s=4.0)
+    calls = []
+    encode = model.backend.encode
+
+    def recording_encode(waves):
+        calls.append([len(w) for w in waves])
+        return encode(waves)
+
+    model.backend.encode = recording_encode
+    try:
+        model.recognize(audios)
+    finally:
+        del model.backend.encode
+    assert sorted(n for call in calls for n in call) == sorted(lengths)
+    for call in calls:
+        assert max(call) * len(call) <= 4 * 16_000 or len(call) == 1
+        assert min(call) >= 0.9 * max(call)
+    assert [16_000, 17_000] in calls and [30_000, 31_000] in calls
