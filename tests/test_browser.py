@@ -19,6 +19,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",  # a test tone as microphone
 ]
 ARTIFACTS = REPO / "test-artifacts"
 RUN = "🎯 开始识别"
@@ -45,6 +46,7 @@ def browser():
 def page(browser, ui_server):  # noqa: F811
     """A fresh tab on the app's page, loaded."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    context.grant_permissions(["microphone"])
     tab = context.new_page()
     tab.set_default_timeout(60_000)
     tab.goto(ui_server.url)
@@ -166,6 +168,18 @@ def test_example_button_loads_the_shipped_clip(page):
     expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
     assert "16000 Hz 1 ch → 16000 Hz mono, 4.65 s" in page.locator("#e2v-log textarea").input_value()
     screenshot(page, "example")
+
+
+def test_microphone_recording(page):
+    audio = page.locator("#e2v-audio")
+    audio.get_by_role("button", name="Record audio").click()
+    audio.get_by_role("button", name=re.compile("^(录制|Record)$")).click()  # the page is in zh-CN
+    page.wait_for_timeout(1500)
+    audio.get_by_role("button", name=re.compile("^(停止|Stop)$")).first.click()
+    expect(audio.locator("a[download]")).to_have_attribute("href", re.compile("gradio_api/file="))
+    recognise(page)
+    assert re.search(r"\[1/4\] 校验 Validation: \S+ ✓ .* \d+\.\d\d s", page.locator("#e2v-log textarea").input_value())
+    screenshot(page, "microphone")
 
 
 def test_no_audio_is_a_clear_message(page):

@@ -207,3 +207,48 @@ def test_a_model_that_cannot_load_ends_the_app_with_its_message(tmp_path):
 def test_bad_options_are_refused_before_loading(tmp_path):
     done = run_app(tmp_path, "--auth", "no-colon", timeout=30)
     assert done.returncode == 2 and "user:password" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- the page's plain functions ------------------------------------------------------------
+
+
+def frame_result(seconds: float, seed: int = 0):
+    """An EmotionResult in frame mode over `seconds` of random (T, 9) frame scores."""
+    import numpy as np
+
+    from emotion2vec_ui.results import build_result
+
+    frames = int(seconds / 0.02)
+    probs = np.random.default_rng(seed).dirichlet(np.ones(len(LABELS)), size=frames)  # (T, K)
+    labels = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"]
+    return build_result(probs.mean(axis=0), labels, "frame", seconds, "tiny", "clip.wav", frame_probs=probs)
+
+
+@pytest.mark.parametrize("seconds, step_s, window_s, points", [(4.65, 0.1, 0.1, 46), (30, 0.1, 0.5, 300), (600, 2.0, 10.0, 300)])
+def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points):
+    from emotion2vec_ui.ui import emotion_track
+
+    track, step, window = emotion_track(frame_result(seconds))
+    assert (step, window) == (step_s, window_s)
+    assert len(track) == points * len(LABELS) and track["emotion"].nunique() == len(LABELS)
+    sums = track.groupby("time_s")["score"].sum()  # a moving average of distributions is one
+    assert len(sums) == points and ((sums - 1).abs() < 1e-3).all()
+    assert track["time_s"].min() > 0 and track["time_s"].max() < seconds
+
+
+def test_page_helpers():
+    from emotion2vec_ui.ui import headline_html, page_json, segment_min_s, segment_table
+
+    result = frame_result(600)
+    assert segment_min_s(30) == 0.5 and segment_min_s(600) == 5.0
+    table = segment_table(result)
+    assert list(table.columns)[3] == "情绪 Emotion" and table.iloc[0, 0] == "0.00"
+    assert float(table.iloc[-1, 1]) == pytest.approx(len(result.frame_scores) * 0.02)
+    data = result.to_dict()
+    shown = page_json(data)
+    assert isinstance(shown["frame_scores"], str) and "result.json" in shown["frame_scores"]
+    assert data["frame_scores"] and shown["scores"] == data["scores"]
+    result.source = "<b>odd</b> name.wav"
+    card = headline_html(result)
+    assert "&lt;b&gt;odd&lt;/b&gt; name.wav" in card and "<b>odd" not in card
+    assert f"{result.display} " in card and f"置信度: {result.confidence:.1%}" in card
