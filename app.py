@@ -11,7 +11,7 @@ Every option falls back to an environment variable, then to a default:
     --precision    E2V_PRECISION    fp32 (or bf16, fp16)
     --output-dir   E2V_OUTPUT_DIR   outputs
     --queue-size   E2V_QUEUE_SIZE   16
-    --max-file-mb  E2V_MAX_FILE_MB  200
+    --max-file-mb  E2V_MAX_FILE_MB  1024 (uploads; the engine refuses larger files too)
 
 The model loads and warms up when this module is imported, so `demo` exists at module
 level for Gradio's reload mode (`gradio app.py`); a model that cannot load ends the
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-size", type=int, default=env("E2V_QUEUE_SIZE", str(DEFAULT_QUEUE_SIZE)),
                         help=f"requests that may wait for the model (env E2V_QUEUE_SIZE; default {DEFAULT_QUEUE_SIZE})")
     parser.add_argument("--max-file-mb", type=float, default=env("E2V_MAX_FILE_MB", str(DEFAULT_MAX_FILE_MB)),
-                        help=f"upload size limit in MB (env E2V_MAX_FILE_MB; default {DEFAULT_MAX_FILE_MB})")
+                        help=f"upload size limit in MB (env E2V_MAX_FILE_MB; default {DEFAULT_MAX_FILE_MB:g})")
     return parser
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, Audio
+from .audio import SAMPLE_RATE, Audio, AudioLimits
 from .errors import Emotion2vecError
 from .outputs import AUDIO_FILE, DEFAULT_OUTPUT_ROOT, EMBEDDING_FILE, RESULT_FILE, save_recognition
 from .results import EMOTION_LABELS, FRAME_HOP_S, EmotionResult, label_for
@@ -55,7 +55,7 @@ SEGMENT_MIN_S = 0.5  # shortest segment in the table for clips up to SEGMENT_ROW
 SEGMENT_ROWS = 120  # about the most segments the table shows for a long clip
 PAGE_JSON_ITEMS = 200  # longest list the page's JSON viewer shows in full
 DEFAULT_QUEUE_SIZE = 16  # requests waiting for the model before new ones are turned away
-DEFAULT_MAX_FILE_MB = 200  # upload size limit
+DEFAULT_MAX_FILE_MB = AudioLimits().max_file_bytes / 2**20  # upload size limit: the engine's file limit
 MODEL_CONCURRENCY_ID = "model"  # every event that runs the model shares this one slot
 
 
