@@ -1,6 +1,6 @@
 """Run the real web app (`python app.py`) as a subprocess for the UI and browser tests.
 
-One server serves the whole test session: `shared_server` starts it the first time it
+One server serves the whole pytest run: the `ui_server` fixture starts it the first time it
 is asked for and the fixture's teardown terminates it.
 """
 
