@@ -270,7 +270,9 @@ def load_backend(
     net = auto.model
     verify_weights(net, folder / "model.pt", auto.kwargs.get("scope_map") or [])
     tokens = list(auto.kwargs["tokenizer"].token_list)
-    return Emotion2vecBackend(net, tokens, name=model, device=device, precision=precision)
+    # Results name the checkpoint by hub id, or by folder name: never a server path.
+    name = Path(model).expanduser().name if Path(model).expanduser().is_dir() else model
+    return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision)
 
 
 def resolve_model_folder(model: str, hub: str) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,14 +274,6 @@ def page_json(data: dict, max_items: int = PAGE_JSON_ITEMS) -> dict:
     return shown
 
 
-def checkpoint_label(model_name: str) -> str:
-    """How the page names the checkpoint: a hub id as is, a local folder by its name only."""
-    path = Path(model_name)
-    if path.is_dir():
-        return f"{path.name} (local checkpoint)"
-    return model_name
-
-
 def error_message(error: Emotion2vecError) -> str:
     """An engine error for the page's toast, HTML-escaped (toasts render HTML)."""
     return html.escape(str(error), quote=False)
@@ -399,7 +390,7 @@ def build_demo(
     with gr.Blocks(title="emotion2vec+ 语音情感识别 Speech Emotion Recognition") as demo:
         gr.Markdown(
             "# 🎭 emotion2vec+ 语音情感识别 · Speech Emotion Recognition\n"
-            f"模型 Model: **{checkpoint_label(model.model_name)}** · 设备 Device: **{model.device}** · "
+            f"模型 Model: **{model.model_name}** · 设备 Device: **{model.device}** · "
             f"9 类情感 9 emotions: {legend}",
             elem_classes="e2v-header",
         )

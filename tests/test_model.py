@@ -139,7 +139,7 @@ def test_environment_chooses_model_and_device(monkeypatch, tiny_checkpoint):
     monkeypatch.setenv("E2V_MODEL", str(tiny_checkpoint))
     monkeypatch.setenv("E2V_DEVICE", "cpu")
     model = load_model()
-    assert model.model_name == str(tiny_checkpoint) and model.device == "cpu"
+    assert model.model_name == tiny_checkpoint.name and model.device == "cpu"  # no server path
 
 
 def test_device_choice(monkeypatch):
