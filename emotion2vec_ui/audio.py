@@ -34,6 +34,7 @@ MAX_SOURCE_RATE = 192_000  # Hz
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset: no warm-up, about 1 ms per second of audio
 TRUNCATION_TOLERANCE_S = 0.25  # decoded may fall this short of the declared duration
 
+ACCEPTED_FORMATS = "WAV, MP3, M4A/AAC, FLAC, OGG (Vorbis/Opus) or WEBM"
 ACCEPTED_INPUTS = (
     "a path to an audio file (WAV, MP3, M4A/AAC, FLAC, OGG Vorbis/Opus, WEBM), "
     "the file's bytes, or a numpy waveform with its sample rate as (array, rate)"
@@ -258,7 +259,7 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
             ) from e
         raise AudioDecodeError(
             f"{name}: not a recognised audio file ({e.strerror or e}). "
-            f"Accepted: {ACCEPTED_INPUTS}."
+            f"Choose a {ACCEPTED_FORMATS} file."
         ) from e
     with container:
         format_name = container.format.name.split(",")[0]
