@@ -125,10 +125,11 @@ def recognize_file(
     folder = save_recognition(result, audio, output_root)
     data = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
     data["output_folder"] = folder.name
-    saved = ", ".join(Path(f).name for f in PageRecognition(result, audio, folder, data).files)
+    page = PageRecognition(result, audio, folder, data, log)
+    saved = ", ".join(Path(f).name for f in page.files)
     log.append(f"[4/4] 保存 Saving: {folder.name}/ ({saved})")
     log.append(f"结果 Result: {result.display} {result.confidence:.1%}")
-    return PageRecognition(result, audio, folder, data, log)
+    return page
 
 
 # -- what the page shows ------------------------------------------------------------------
