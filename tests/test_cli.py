@@ -83,3 +83,16 @@ def test_module_entry_point(tmp_path, tiny_checkpoint, wav_clip):
     name, emotion, confidence, display, duration, folder = run.stdout.strip().split("\t")
     assert name == str(wav_clip) and 0 < float(confidence) <= 1 and duration == "3.00s"
     assert (tmp_path / folder.split("/")[-1] / "result.json").is_file()
+
+
+def test_progress_bar_draws_on_stderr(capsys):
+    from emotion2vec_ui.cli import _ProgressBar
+
+    bar = _ProgressBar(width=10)
+    bar(0.5, "30 / 60 s of audio")
+    bar(1.0, "60 / 60 s of audio")
+    bar.clear()
+    err = capsys.readouterr().err
+    assert "\r[#####-----]  50.0% 30 / 60 s of audio" in err
+    assert "\r[##########] 100.0% 60 / 60 s of audio" in err
+    assert err.endswith("\r")
