@@ -56,3 +56,15 @@ def test_batched_results_match_funasr(tiny_model, reference, audio_files):
         expected = _generate(reference, audio.waveform, "utterance")
         np.testing.assert_allclose(list(result.scores.values()), expected["scores"], atol=TOLERANCE)
         np.testing.assert_allclose(result.embedding, expected["feats"], atol=TOLERANCE)
+
+
+def test_longer_clip_matches_funasr(tiny_model, reference, tmp_path):
+    """7 s (349 frames): the conv front end runs in several pieces and must still match."""
+    from emotion2vec_ui.testdata import voice_like, write_audio
+
+    audio = load_audio(write_audio(tmp_path / "long.flac", voice_like(7.0, 22_050, 2, seed=5), 22_050, "flac"))
+    expected = _generate(reference, audio.waveform, "frame")
+    result = tiny_model.predict(audio, granularity="frame", embedding=True)
+    assert result.embedding.shape == expected["feats"].shape == (349, 64)
+    np.testing.assert_allclose(result.embedding, expected["feats"], atol=TOLERANCE)
+    np.testing.assert_allclose(list(result.scores.values()), expected["scores"], atol=TOLERANCE)
