@@ -14,8 +14,7 @@ import sys
 import time
 
 from .errors import Emotion2vecError
-
-GRANULARITY_CHOICES = ("utterance", "frame")
+from .results import GRANULARITIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="recognise the emotion in audio files")
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, MP3, M4A, FLAC, OGG, WEBM)")
-    predict.add_argument("--granularity", choices=GRANULARITY_CHOICES, default="utterance",
+    predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                          help="one verdict per file (utterance) or a 20 ms track (frame)")
     predict.add_argument("--embedding", action="store_true", help="also save embedding.npy")
     predict.add_argument("--output-dir", default="outputs", metavar="DIR",

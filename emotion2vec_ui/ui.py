@@ -18,16 +18,14 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, Audio, AudioLimits
 from .errors import Emotion2vecError
 from .outputs import AUDIO_FILE, DEFAULT_OUTPUT_ROOT, EMBEDDING_FILE, RESULT_FILE, save_recognition
+from .pipeline import ProgressCallback
 from .results import EMOTION_LABELS, FRAME_HOP_S, EmotionResult, label_for
-
-ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, description)
 
 EXAMPLE_AUDIO = Path(__file__).parent / "assets" / "example_zh.wav"
 ACCEPTED_FORMATS = "WAV / MP3 / M4A / FLAC / OGG"
