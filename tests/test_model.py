@@ -12,7 +12,7 @@ import yaml
 from emotion2vec_ui import load_model
 from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
 from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
-from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
+from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device, pick_linear
 
 from .conftest import random_speechlike
 
@@ -57,6 +57,52 @@ def test_batch_result_does_not_depend_on_batch_mates(tiny_model):
         (alone,) = backend.encode([wave])
         assert together.shape == alone.shape
         np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("pieces", [("clip", 100), ("batch", 37)])  # the CPU's and the GPU's way
+def test_time_major_front_end_equals_funasr_modules(tiny_checkpoint, pieces):
+    """The conv front end as pieces of windowed GEMMs equals funasr's own modules."""
+    backend = load_backend(tiny_checkpoint, device="cpu")
+    assert backend.conv_steps is not None  # the published config's layer_norm front end
+    backend.conv_pieces = pieces
+    batch = torch.from_numpy(np.stack([backend.prepare(random_speechlike(5.3, seed=s)) for s in (1, 2)]))
+    with torch.inference_mode():
+        ours = backend._local_features(batch)  # several pieces per clip
+        funasr = backend.encoder.project_features(backend.encoder.local_encoder(batch))
+    assert ours.shape == funasr.shape == (2, backend.geometry.num_frames(batch.shape[1]), backend.embed_dim)
+    torch.testing.assert_close(ours, funasr, rtol=1e-4, atol=1e-5)
+
+
+def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
+    """extractor_mode default (group norm over time in the first layer) cannot be cut
+    into pieces: it runs funasr's modules on the whole input and still matches them."""
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "default-mode")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model_conf"]["modalities"]["audio"]["extractor_mode"] = "default"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    state = torch.load(folder / "model.pt")
+    channels = state["modality_encoders.AUDIO.local_encoder.conv_layers.0.0.weight"].shape[0]
+    state["modality_encoders.AUDIO.local_encoder.conv_layers.0.2.weight"] = torch.rand(channels) + 0.5
+    state["modality_encoders.AUDIO.local_encoder.conv_layers.0.2.bias"] = torch.randn(channels)
+    torch.save(state, folder / "model.pt")
+    backend = load_backend(folder, device="cpu")
+    assert backend.conv_steps is None
+    wave = torch.from_numpy(backend.prepare(random_speechlike(4.0, seed=3)))[None]
+    with torch.inference_mode():
+        whole = backend.encoder.project_features(backend.encoder.local_encoder(wave))
+        torch.testing.assert_close(backend._local_features(wave), whole)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_linear_layers_match_torch(precision):
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    linear = pick_linear("cpu", dtype)
+    # float32 on a CPU build with oneDNN takes its inner product; autocast handles the rest
+    assert (linear is torch.nn.functional.linear) == (precision == "bf16" or not torch.backends.mkldnn.is_available())
+    x, weight, bias = torch.randn(3, 70, 256), torch.randn(512, 256), torch.randn(512)  # outputs ~16
+    with torch.inference_mode():
+        torch.testing.assert_close(linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(linear(x, weight, None), x @ weight.T, rtol=1e-5, atol=1e-4)
 
 
 def test_mean_of_frame_logits_equals_utterance_logits(tiny_model):
