@@ -278,27 +278,19 @@ class StageClock:
 def _instrument(backend, clock: StageClock) -> list:
     """Time the backend's methods and modules into `clock`; returns undo callables.
 
-    Methods (prepare, encode, _forward, logits, and _block when the backend runs the
-    transformer blocks itself) are wrapped on the instance; modules get forward hooks: the
-    conv front end (local_encoder, project_features), the blocks when they run as modules,
-    and each block's MLP and norms (the feed-forward part).
+    The backend's methods are wrapped on the instance: prepare, encode, _forward, logits,
+    _local_features (the conv front end and feature projection), _block (a transformer
+    block) and _mlp (its feed-forward part); the blocks' norms get forward hooks and count
+    as feed-forward.
     """
-    methods = [("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head")]
-    encoder, net = backend.encoder, backend.net
-    blocks = [*encoder.context_encoder.blocks, *net.blocks]
-    modules = {
-        "conv": [encoder.local_encoder, encoder.project_features],
-        "feed-forward": [part for block in blocks for part in (block.mlp, block.norm1, block.norm2)],
-    }
-    if hasattr(backend, "_block"):  # the engine's own block loop (fused attention)
-        methods.append(("_block", "blocks"))
-    else:
-        modules["blocks"] = blocks
+    methods = [
+        ("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head"),
+        ("_local_features", "conv"), ("_block", "blocks"), ("_mlp", "feed-forward"),
+    ]
+    blocks = [*backend.encoder.context_encoder.blocks, *backend.net.blocks]
     undo = [_wrap_method(backend, method, name, clock) for method, name in methods]
-    for name, group in modules.items():
-        clock.add(name, 0.0)
-        for module in group:
-            undo.extend(_time_module(module, name, clock))
+    for norm in (part for block in blocks for part in (block.norm1, block.norm2)):
+        undo.extend(_time_module(norm, "feed-forward", clock))
     return undo
 
 
