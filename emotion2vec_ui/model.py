@@ -261,8 +261,9 @@ class Emotion2vecBackend:
         for part in batch.split(1) if rows == "clip" else [batch]:
             pieces = []
             for first in range(0, total, frames):
-                last = min(first + frames, total) - 1
-                pieces.append(self._conv_piece(part[:, first * geometry.hop : last * geometry.hop + geometry.receptive_field]))
+                last = min(first + frames, total) - 1  # frames first..last need these samples:
+                samples = part[:, first * geometry.hop : last * geometry.hop + geometry.receptive_field]
+                pieces.append(self._conv_piece(samples))
             out.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
         return torch.cat(out) if len(out) > 1 else out[0]
 
@@ -332,7 +333,9 @@ def time_major_conv_steps(encoder: torch.nn.Module) -> list[ConvStep] | None:
     steps = []
     for layer in encoder.local_encoder.conv_layers:
         parts = list(layer)
-        if len(parts) != 4 or not isinstance(parts[0], torch.nn.Conv1d) or not isinstance(parts[2], torch.nn.Sequential):
+        if len(parts) != 4 or not isinstance(parts[0], torch.nn.Conv1d):
+            return None
+        if not isinstance(parts[2], torch.nn.Sequential):  # group norm over time, or no norm
             return None
         conv, norm = parts[0], [m for m in parts[2] if isinstance(m, torch.nn.LayerNorm)]
         if len(norm) != 1 or conv.groups != 1 or conv.dilation[0] != 1 or conv.padding[0] != 0:
