@@ -287,9 +287,8 @@ def _instrument(backend, clock: StageClock) -> list:
         ("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head"),
         ("_local_features", "conv"), ("_block", "blocks"), ("_mlp", "feed-forward"),
     ]
-    blocks = [*backend.encoder.context_encoder.blocks, *backend.net.blocks]
     undo = [_wrap_method(backend, method, name, clock) for method, name in methods]
-    for norm in (part for block in blocks for part in (block.norm1, block.norm2)):
+    for norm in (part for block in backend.blocks for part in (block.norm1, block.norm2)):
         undo.extend(_time_module(norm, "feed-forward", clock))
     return undo
 

@@ -104,6 +104,8 @@ class Emotion2vecBackend:
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.encoder = net.modality_encoders["AUDIO"]
+        self.blocks = [*self.encoder.context_encoder.blocks, *net.blocks]  # transformer blocks, in order
+        self.heads = self.blocks[0].attn.num_heads
         self.normalize_input = bool(net.cfg.get("normalize", False))
         self.geometry = FrameGeometry(tuple((k, s) for _, k, s in self.encoder.feature_enc_layers))
         keep = usable_label_indices(tokens)
@@ -144,7 +146,7 @@ class Emotion2vecBackend:
     def prepare(self, waveform: np.ndarray, normalization: tuple[float, float] | None = None) -> np.ndarray:
         """The model input for `waveform` (N,): normalised with its own (or given) statistics."""
         shift, scale = normalization or self.input_normalization(waveform)
-        return ((np.asarray(waveform, dtype=np.float32) - np.float32(shift)) * np.float32(scale)).astype(np.float32)
+        return (np.asarray(waveform, dtype=np.float32) - np.float32(shift)) * np.float32(scale)
 
     @torch.inference_mode()
     def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
@@ -187,14 +189,14 @@ class Emotion2vecBackend:
         key_mask = torch.zeros((), device=x.device)
         if padded:
             key_mask = torch.zeros(padding.shape, device=x.device).masked_fill(padding, float("-inf"))[:, None, None]
-        shared_bias = None if per_layer else (alibi + key_mask if padded else alibi)
+        # The bias in the dtype attention runs in (autocast's, under reduced precision), once.
+        shared_bias = None if per_layer else (alibi + key_mask if padded else alibi).to(self.dtype)
 
         context = enc.context_encoder
-        blocks = list(context.blocks) + list(self.net.blocks)
         if context.norm is not None and not context.layer_norm_first:
             x = context.norm(x)
-        for i, block in enumerate(blocks):
-            x = self._block(block, x, alibi * scale[i] + key_mask if per_layer else shared_bias)
+        for i, block in enumerate(self.blocks):
+            x = self._block(block, x, (alibi * scale[i] + key_mask).to(self.dtype) if per_layer else shared_bias)
             if i == len(context.blocks) - 1 and context.norm is not None and context.layer_norm_first:
                 x = context.norm(x)
         if self.net.norm is not None:
@@ -202,16 +204,14 @@ class Emotion2vecBackend:
         return x[:, extra:]
 
     def _block(self, block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """funasr's AltBlock in eval mode, with fused attention; bias (B|1, H, T, T) float32."""
+        """funasr's AltBlock in eval mode, with fused attention; bias (B|1, H, T, T) in the
+        attention's dtype."""
         attn, linear = block.attn, self.linear
         batch, length, dim = x.shape
-        heads = attn.num_heads
         source = block.norm1(x) if block.layer_norm_first else x
-        qkv = linear(source, attn.qkv.weight, attn.qkv.bias).reshape(batch, length, 3, heads, dim // heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        if bias.size(1) < heads:  # ALiBi may cover only the first heads
-            bias = F.pad(bias, (0, 0, 0, 0, 0, heads - bias.size(1)))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=attn.scale)
+        qkv = linear(source, attn.qkv.weight, attn.qkv.bias)
+        q, k, v = qkv.reshape(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
         x = x + linear(y.transpose(1, 2).reshape(batch, length, dim), attn.proj.weight, attn.proj.bias)
         if block.layer_norm_first:  # as in funasr: the MLP output is added to itself
             mlp = self._mlp(block.mlp, block.norm2(x))
@@ -226,7 +226,8 @@ class Emotion2vecBackend:
 
     def _alibi_bias(self, length: int, device) -> torch.Tensor:
         """funasr's ALiBi attention bias for `length` tokens (extra tokens first, unbiased),
-        scaled unless the scale is per layer: (1, H, length, length) float32.
+        scaled unless the scale is per layer, zero for heads past the ALiBi ones:
+        (1, H, length, length) float32.
 
         The bias depends only on token distance, so one bias for the longest input seen
         is kept and sliced, instead of rebuilding a 146 MB tensor for every 30 s window.
@@ -241,7 +242,8 @@ class Emotion2vecBackend:
             scale = enc.alibi_scale.clamp_min(0).float()
             if scale.size(0) == 1:
                 bias = bias * scale.squeeze(0)
-            self._alibi_cache = cached = F.pad(bias, (extra, 0, extra, 0))
+            unbiased_heads = self.heads - bias.size(1)  # ALiBi may cover only the first heads
+            self._alibi_cache = cached = F.pad(bias, (extra, 0, extra, 0, 0, unbiased_heads))
         return cached[:, :, :length, :length]
 
     def _local_features(self, batch: torch.Tensor) -> torch.Tensor:
@@ -355,10 +357,8 @@ def pick_linear(device: str, dtype: torch.dtype) -> Linear:
     float32 accumulation; only the summation order differs. Elsewhere (CUDA, or under
     autocast) torch's own `F.linear`, also when this torch build lacks the oneDNN op.
     """
-    torch_linear = F.linear
-
     if torch.device(device).type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
-        return torch_linear
+        return F.linear
 
     def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
@@ -368,8 +368,8 @@ def pick_linear(device: str, dtype: torch.dtype) -> Linear:
         with torch.inference_mode():
             agrees = torch.allclose(onednn_linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-4, atol=1e-5)
     except (AttributeError, RuntimeError):  # op missing or unsupported on this build
-        return torch_linear
-    return onednn_linear if agrees else torch_linear
+        return F.linear
+    return onednn_linear if agrees else F.linear
 
 
 # ---------------------------------------------------------------------------------------
