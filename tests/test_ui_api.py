@@ -226,7 +226,7 @@ def frame_result(seconds: float, seed: int = 0):
 
 @pytest.mark.parametrize("seconds, step_s, window_s, points", [(4.65, 0.1, 0.1, 46), (30, 0.1, 0.5, 300), (600, 2.0, 10.0, 300)])
 def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points):
-    from emotion2vec_ui.ui import emotion_track
+    from emotion2vec_ui.ui_views import emotion_track
 
     track, step, window = emotion_track(frame_result(seconds))
     assert (step, window) == (step_s, window_s)
@@ -237,7 +237,7 @@ def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points)
 
 
 def test_page_helpers():
-    from emotion2vec_ui.ui import headline_html, page_json, segment_min_s, segment_table
+    from emotion2vec_ui.ui_views import headline_html, page_json, segment_min_s, segment_table
 
     result = frame_result(600)
     assert segment_min_s(30) == 0.5 and segment_min_s(600) == 5.0
