@@ -155,11 +155,11 @@ def check_request(audio, granularity, embedding) -> tuple[str, str, bool]:
     `embedding` must be a real boolean: "false", "no", 5 or [1] are refused rather than
     guessed at.
     """
+    check_options(granularity, embedding)
     if audio is None or audio == "":
         raise RequestError("No audio: upload or record an audio clip first (请先上传或录制一段音频).")
     if not isinstance(audio, str):
         raise RequestError(f"audio must be an uploaded file, not a {type(audio).__name__}. Call: {API_EXAMPLE}")
-    check_options(granularity, embedding)
     return audio, granularity, embedding
 
 
@@ -210,7 +210,8 @@ class LoginGuard:
         self.failures = [t for t in self.failures if now - t < LOGIN_MEMORY_S]
         return min(LOGIN_DELAY_S * (len(self.failures) + 1), LOGIN_MAX_DELAY_S)
 
-    async def __call__(self, user: str, password: str) -> bool:
+    async def check(self, user: str, password: str) -> bool:
+        """Gradio's `auth` callable (a coroutine function, so the wait blocks nobody else)."""
         import asyncio
 
         if secrets.compare_digest(user.encode(), self.user.encode()) and secrets.compare_digest(
@@ -540,7 +541,7 @@ def launch(demo, settings: Settings, **options):
     """Serve `demo`: uploads limited to `settings.max_file_mb`, only the example clip
     servable from disk (downloads are served as cache copies), the login (with a growing
     wait after failures) when set, the page's theme and styles applied."""
-    auth = LoginGuard(*settings.auth) if settings.auth else None
+    auth = LoginGuard(*settings.auth).check if settings.auth else None
     return demo.launch(
         server_name=settings.host,
         server_port=settings.port,
