@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -212,7 +212,7 @@ class Recognizer:
         chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             pending = pool.submit(self._decode_chunk, items, names, chunks[0]) if chunks else None
-            for number, chunk in enumerate(chunks):
+            for number in range(len(chunks)):
                 recognitions = pending.result()
                 if number + 1 < len(chunks):
                     pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1])

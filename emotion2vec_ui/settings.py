@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 CLI_MAX_FILE_MB = 1024.0  # one person's command line: files up to 1 GiB ...
 CLI_MAX_DURATION_S = 3 * 3600.0  # ... and 3 hours

@@ -24,9 +24,9 @@ import logging
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .audio import SAMPLE_RATE, Audio
 from .errors import AudioError, Emotion2vecError
@@ -380,7 +380,7 @@ def build_demo(model, settings: Settings):
             except UserFacingError as e:
                 gr.Warning(html.escape(e.message, quote=False), duration=20, title=e.title)
                 return _error_outputs(e)
-            return (*shown[:3], gr.update(visible=frame_mode), *shown[4:])
+            return (*shown[:3], gr.update(visible=shown[3]), *shown[4:])
 
         gr.Markdown(_header_markdown(model), elem_classes="e2v-header")
         with gr.Row(equal_height=False):
