@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
 from .settings import Settings, add_options, configure_logging, resolve
-
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

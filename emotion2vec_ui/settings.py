@@ -1,9 +1,9 @@
 """Every setting of the app and the command line, defined once (torch-free).
 
 Each `Option` names its command-line flag, its environment variable, its default and
-its allowed values. `parse_settings(argv, "server" | "cli")` builds the argument parser
-from the options of that program, fills what the command line leaves out from the
-environment, then from the default, and returns a frozen `Settings`. Only this module
+its allowed values. `add_options(parser, "server" | "cli")` adds that program's flags;
+`parse_settings` (or `resolve` after parsing) fills what the command line leaves out from
+the environment, then from the default, and returns a frozen `Settings`. Only this module
 reads the environment: the engine gets every value passed explicitly.
 
 A shared server accepts less than one person's command line, so the input limits have
@@ -51,6 +51,11 @@ class Option:
 
     def default_for(self, program: str) -> Any:
         return self.server_default if program == "server" and self.server_default is not None else self.default
+
+    def shown_default(self, program: str) -> str:
+        """The default as help texts and the README show it: "none", "1024", "fp32"."""
+        default = self.default_for(program)
+        return "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def _window_s(text: str) -> float:
@@ -157,11 +162,9 @@ def add_options(parser: argparse.ArgumentParser, program: str) -> None:
     for option in OPTIONS:
         if program not in option.programs:
             continue
-        default = option.default_for(program)
-        shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
         parser.add_argument(
             option.flag, dest=option.name, default=None, choices=option.choices, metavar=option.metavar,
-            help=f"{option.help} (env {option.env}; default {shown})",
+            help=f"{option.help} (env {option.env}; default {option.shown_default(program)})",
         )
 
 
@@ -255,8 +258,6 @@ def settings_table(program: str) -> str:
     rows = ["| setting | flag | environment | default |", "| --- | --- | --- | --- |"]
     for option in OPTIONS:
         if program in option.programs:
-            default = option.default_for(program)
-            shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
             allowed = f" ({' / '.join(map(str, option.choices))})" if option.choices else ""
-            rows.append(f"| {option.help}{allowed} | `{option.flag}` | `{option.env}` | `{shown}` |")
+            rows.append(f"| {option.help}{allowed} | `{option.flag}` | `{option.env}` | `{option.shown_default(program)}` |")
     return "\n".join(rows)

@@ -256,12 +256,12 @@ class Handlers:
 
     def api_predict(self, audio, granularity="utterance", embedding=False, progress=None):
         """REST /predict: (result JSON, download links); errors as plain text."""
-        page = self._guarded(audio, granularity, embedding, progress, for_page=False)
+        page = self._guarded(audio, granularity, embedding, progress)
         return page.data, self.serve(page.files)
 
     def page_recognize(self, audio, granularity, embedding, progress=None):
         """The page's button: everything the result column shows."""
-        page = self._guarded(audio, granularity, embedding, progress, for_page=True)
+        page = self._guarded(audio, granularity, embedding, progress)
         result = page.result
         frame_mode = result.frame_scores is not None
         track, legend = None, ""
@@ -280,15 +280,17 @@ class Handlers:
             self.serve(page.files),
         )
 
-    def _guarded(self, audio, granularity, embedding, progress, for_page: bool) -> PageRecognition:
+    def _guarded(self, audio, granularity, embedding, progress) -> PageRecognition:
         """`run`, with every failure turned into a UserFacingError; bugs are logged with a traceback."""
         try:
             return self.run(audio, granularity, embedding, progress)
-        except (RequestError, Emotion2vecError) as e:
+        except RequestError as e:
             log.warning("refused %s: %s", _input_name(audio), e)
-            title = "无法使用这段音频 Cannot use this audio" if isinstance(e, AudioError) else "请求无效 Invalid request"
-            if not isinstance(e, (RequestError, AudioError)):
-                title = "无法保存结果 Cannot save the result"
+            raise UserFacingError(str(e), "请求无效 Invalid request") from e
+        except Emotion2vecError as e:
+            log.warning("refused %s: %s", _input_name(audio), e)
+            unusable = isinstance(e, AudioError)
+            title = "无法使用这段音频 Cannot use this audio" if unusable else "无法保存结果 Cannot save the result"
             raise UserFacingError(str(e), title) from e
         except Exception as e:
             log.exception("recognition of %s failed", _input_name(audio))
