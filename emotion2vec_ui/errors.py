@@ -50,3 +50,7 @@ class ModelLoadError(Emotion2vecError, RuntimeError):
 
 class CheckpointMismatchError(ModelLoadError):
     """The checkpoint's weights do not fit the model its config describes."""
+
+
+class WindowTooLongError(Emotion2vecError, ValueError):
+    """The requested window is longer than the model may see at once (MAX_WINDOW_S)."""

@@ -12,7 +12,8 @@ import yaml
 from emotion2vec_ui import load_model
 from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
 from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
-from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device, pick_linear
+from emotion2vec_ui.kernels import pick_linear
+from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
 
 from .conftest import random_speechlike
 
@@ -63,11 +64,11 @@ def test_batch_result_does_not_depend_on_batch_mates(tiny_model):
 def test_time_major_front_end_equals_funasr_modules(tiny_checkpoint, pieces):
     """The conv front end as pieces of windowed GEMMs equals funasr's own modules."""
     backend = load_backend(tiny_checkpoint, device="cpu")
-    assert backend.conv_steps is not None  # the published config's layer_norm front end
-    backend.conv_pieces = pieces
+    assert backend.front_end.steps is not None  # the published config's layer_norm front end
+    backend.front_end.pieces = pieces
     batch = torch.from_numpy(np.stack([backend.prepare(random_speechlike(5.3, seed=s)) for s in (1, 2)]))
     with torch.inference_mode():
-        ours = backend._local_features(batch)  # several pieces per clip
+        ours = backend.front_end(batch)  # several pieces per clip
         funasr = backend.encoder.project_features(backend.encoder.local_encoder(batch))
     assert ours.shape == funasr.shape == (2, backend.geometry.num_frames(batch.shape[1]), backend.embed_dim)
     torch.testing.assert_close(ours, funasr, rtol=1e-4, atol=1e-5)
@@ -86,11 +87,11 @@ def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
     state["modality_encoders.AUDIO.local_encoder.conv_layers.0.2.bias"] = torch.randn(channels)
     torch.save(state, folder / "model.pt")
     backend = load_backend(folder, device="cpu")
-    assert backend.conv_steps is None
+    assert backend.front_end.steps is None
     wave = torch.from_numpy(backend.prepare(random_speechlike(4.0, seed=3)))[None]
     with torch.inference_mode():
         whole = backend.encoder.project_features(backend.encoder.local_encoder(wave))
-        torch.testing.assert_close(backend._local_features(wave), whole)
+        torch.testing.assert_close(backend.front_end(wave), whole)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
