@@ -21,6 +21,9 @@ NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input stati
 # square of the window: the ALiBi bias alone is heads x frames^2 floats (16 x 1500^2 x 4 B
 # = 146 MB at 30 s, 580 MB at 60 s, 14 GB at 300 s). Longer audio is cut into windows.
 MAX_WINDOW_S = 60.0
+# The choices a user has (torch-free, for the CLI and settings); model.PRECISIONS maps them to dtypes.
+PRECISION_CHOICES = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("torch", "onnx")  # "onnx": a folder written by `export-onnx`, run on ONNX Runtime
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from .backend_common import BACKENDS, PRECISION_CHOICES
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
 
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
     build.add_argument("--size", choices=("tiny", "large"), default="tiny")
     build.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export-onnx", help="write the model as ONNX (encoder + head) for --backend onnx")
+    export.add_argument("folder", help="folder to write encoder.onnx, head.onnx and emotion2vec_onnx.json")
+    export.add_argument("--model", default=None, help="hub id or local checkpoint folder (as for predict)")
+    export.add_argument("--hub", choices=("ms", "hf"), default=None)
+    export.add_argument("--int8", action="store_true", help="quantise the encoder's matrix products to int8")
     return parser
 
 
@@ -50,8 +57,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         "default iic/emotion2vec_plus_large)")
     parser.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope or Hugging Face (env E2V_HUB)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (env E2V_DEVICE; default: CUDA if present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="weights and activations dtype (default fp32)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="matmul dtype (default fp32; int8: quantised transformer, CPU)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="onnx: run a folder written by export-onnx (--model DIR) on ONNX Runtime")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +70,20 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
         return 0
+    if args.command == "export-onnx":
+        return _export_onnx(args)
     return _predict(args)
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx  # imports torch and funasr
+
+    try:
+        print(export_onnx(args.folder, args.model, args.hub, int8=args.int8))
+    except Emotion2vecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -69,7 +91,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .pipeline import load_model
 
     try:
-        model = load_model(args.model, args.hub, args.device, precision=args.precision, window_s=args.window)
+        model = load_model(args.model, args.hub, args.device, precision=args.precision, window_s=args.window,
+                           backend=args.backend)
     except Emotion2vecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
