@@ -279,16 +279,17 @@ class StageClock:
 def _instrument(backend, clock: StageClock) -> list:
     """Time the backend's methods and modules into `clock`; returns undo callables.
 
-    The backend's methods are wrapped on the instance: prepare, encode, _forward, logits,
-    _local_features (the conv front end and feature projection), _block (a transformer
-    block) and _mlp (its feed-forward part); the blocks' norms get forward hooks and count
-    as feed-forward.
+    The backend's methods are wrapped on the instance: prepare, encode, _forward, logits;
+    _local_features (the conv front end and feature projection), the transformer's
+    `block` and `mlp` (its feed-forward part); the blocks' norms get forward hooks and
+    count as feed-forward.
     """
     methods = [
-        ("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head"),
-        ("_local_features", "conv"), ("_block", "blocks"), ("_mlp", "feed-forward"),
+        (backend, "prepare", "prepare"), (backend, "encode", "encode"), (backend, "_forward", "forward"),
+        (backend, "logits", "head"), (backend, "_local_features", "conv"),
+        (backend.transformer, "block", "blocks"), (backend.transformer, "mlp", "feed-forward"),
     ]
-    undo = [_wrap_method(backend, method, name, clock) for method, name in methods]
+    undo = [_wrap_method(obj, method, name, clock) for obj, method, name in methods]
     for norm in (part for block in backend.blocks for part in (block.norm1, block.norm2)):
         undo.extend(_time_module(norm, "feed-forward", clock))
     return undo
