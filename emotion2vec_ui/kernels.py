@@ -10,7 +10,7 @@ quantised linear layers (per-channel int8 weights, activations quantised per cal
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -87,7 +87,8 @@ def _port(text: str) -> int:
 
 
 OPTIONS = (
-    Option("model", "E2V_MODEL", DEFAULT_MODEL, "hub id or local checkpoint folder", metavar="ID_OR_DIR", programs=MODEL_PROGRAMS),
+    Option("model", "E2V_MODEL", DEFAULT_MODEL, "hub id or local checkpoint folder", metavar="ID_OR_DIR",
+           programs=MODEL_PROGRAMS),
     Option("hub", "E2V_HUB", "ms", "where a hub id is downloaded from: ms (ModelScope) or hf (Hugging Face)",
            choices=tuple(HUBS), programs=MODEL_PROGRAMS),
     Option("device", "E2V_DEVICE", None, "cpu, cuda, cuda:1, ... (default: CUDA when torch sees a GPU)"),
@@ -104,7 +105,8 @@ OPTIONS = (
            parse=_positive(float), server_default=3600.0, metavar="SECONDS"),
     Option("min_free_disk_mb", "E2V_MIN_FREE_DISK_MB", 500.0, "refuse a recognition when the output folder's "
            "disk has less free space than this, MB", parse=_non_negative, metavar="MB"),
-    Option("log_level", "E2V_LOG_LEVEL", "INFO", "log messages from this level up", choices=LOG_LEVELS, programs=MODEL_PROGRAMS),
+    Option("log_level", "E2V_LOG_LEVEL", "INFO", "log messages from this level up", choices=LOG_LEVELS,
+           programs=MODEL_PROGRAMS),
     Option("host", "E2V_HOST", "127.0.0.1", "address to bind (0.0.0.0 for every interface)", programs=("server",)),
     Option("port", "E2V_PORT", 7860, "port", parse=_port, programs=("server",)),
     Option("auth", "E2V_AUTH", None, "require this login (prefer E2V_AUTH or --auth-file: a flag shows in ps)",
