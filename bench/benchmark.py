@@ -3,6 +3,7 @@
     python bench/benchmark.py                  # full: large checkpoint, 40 clips, 10 min file
     python bench/benchmark.py --tiny           # tiny checkpoint, 4 short clips, 40 s file (a test)
     python bench/benchmark.py --record         # also append the tables to bench/RESULTS.md
+    python bench/benchmark.py --isa avx2       # the whole comparison with torch limited to AVX2
 
 The real weights are not needed: a random-weight checkpoint with the published sizes
 (built once into bench/cache/) costs the same to run. Every measured configuration runs
@@ -15,8 +16,15 @@ configuration into another. Measured on each device (CPU; CUDA when torch sees a
    settings and each precision option, vs the reference one file at a time;
 3. the long file, utterance and frame mode: time and peak memory; the reference in a
    child capped in memory and time; the same audio as 30 s files through the project;
-4. precision drift of each reduced precision vs fp32 over the clip set;
+4. precision drift of each reduced precision (and of the ONNX exports) vs fp32 over the
+   clip set: embedding cosine, largest score difference, top-emotion agreement;
 5. a per-stage profile of the project on one 30 s clip.
+
+On the CPU the options are bf16, int8 (quantised transformer linears), and the ONNX
+exports (fp32 and int8) on ONNX Runtime; the exports are written once into the cache.
+`--isa avx2` makes an AVX-512 machine run torch, oneDNN, MKL and fbgemm with AVX2 code
+only (ISA_ENV), as on most laptops and many servers; ONNX Runtime has no such switch, so
+its rows keep the machine's own ISA (said in the notes).
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ import workloads
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-REDUCED_PRECISIONS = {"cpu": ("bf16",), "cuda": ("bf16", "fp16")}
+REDUCED_PRECISIONS = {"cpu": ("bf16", "int8", "onnx-fp32", "onnx-int8"), "cuda": ("bf16", "fp16")}
+# Environment that limits torch's own kernels, oneDNN, MKL and fbgemm to AVX2 (--isa avx2).
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
 FULL = {"size": "large", "clips": 40, "clip_max_s": 30.0, "long_s": 600, "timeout": 3600.0}
 TINY = {"size": "tiny", "clips": 4, "clip_max_s": 4.0, "long_s": 40, "timeout": 300.0}
 
@@ -49,8 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clips", type=int, help="clips in the set (default 40; --tiny 4)")
     parser.add_argument("--long-seconds", type=int, help="length of the long file in seconds (default 600; --tiny 40)")
     parser.add_argument("--repeats", type=int, default=5, help="steady-state repeats of the 10 s request (default 5)")
-    parser.add_argument("--precisions", help="comma-separated reduced precisions to try (default: bf16 on CPU, "
-                        "bf16,fp16 on CUDA; 'none' for none)")
+    parser.add_argument("--precisions", help="comma-separated options to try besides fp32 (default: "
+                        "bf16,int8,onnx-fp32,onnx-int8 on CPU, without bf16 under --isa avx2; bf16,fp16 on CUDA; "
+                        "'none' for none)")
+    parser.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
+                        help="avx2: limit torch, oneDNN, MKL and fbgemm to AVX2 code (emulates an AVX2-only CPU)")
     parser.add_argument("--skip-reference", action="store_true", help="measure the project only")
     parser.add_argument("--skip-long", action="store_true", help="leave out the long file")
     parser.add_argument("--reference-mem-gb", type=float, default=16.0,
@@ -124,7 +138,8 @@ def devices(choice: str, probe: dict) -> list[str]:
 
 def reduced_precisions(args: argparse.Namespace, device: str) -> list[str]:
     if args.precisions is None:
-        return list(REDUCED_PRECISIONS[device])
+        # AVX2 CPUs have no bf16 arithmetic: autocast would emulate it slowly.
+        return [p for p in REDUCED_PRECISIONS[device] if not (args.isa == "avx2" and p == "bf16")]
     return [] if args.precisions == "none" else [p.strip() for p in args.precisions.split(",") if p.strip()]
 
 
@@ -147,10 +162,18 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
     for precision in ["fp32", *reduced_precisions(args, device)]:
         if default.get("precision") == precision:
             continue  # the default run already measured it
+        job = {**base, "kind": "project_short", "precision": precision, "clips": clips, "common": common_paths}
+        if precision.startswith("onnx-"):
+            exported = children.run(
+                f"export the checkpoint to ONNX ({precision}, once, into the cache)",
+                {"kind": "prepare_onnx", "checkpoint": inputs["checkpoint"], "precision": precision[5:],
+                 "folder": f"{inputs['checkpoint']}-{precision}"}, args.timeout)
+            if "error" in exported:
+                run["short"][precision] = exported
+                continue
+            job.update(backend="onnx", checkpoint=exported["folder"], precision="default")
         run["short"][precision] = children.run(
-            f"project on {device}, {precision}: start-up, 10 s clip, clip set",
-            {**base, "kind": "project_short", "precision": precision, "clips": clips, "common": common_paths},
-            args.timeout)
+            f"project on {device}, {precision}: start-up, 10 s clip, clip set", job, args.timeout)
     if inputs["long"]:
         run["long"] = measure_long(children, args, inputs, base)
     return run
@@ -216,7 +239,11 @@ def build_tables(run: dict, inputs: dict, args: argparse.Namespace) -> str:
             rows += report.drift_rows(precision, report.drift(fp32, result))
     if fp32 is not None and reference is not None and "error" not in reference:
         rows.append(report.agreement_row("fp32", report.reference_agreement(fp32, reference, common), len(common)))
-    notes = "".join(f"\n- {line}" for line in report.notes(run))
+    lines = report.notes(run)
+    if args.isa != "native" and any(label.startswith("onnx") for label in run["short"]):
+        lines.append(f"ONNX Runtime has no switch to limit its ISA: its rows ran with the machine's own "
+                     f"(not {args.isa.upper()})")
+    notes = "".join(f"\n- {line}" for line in lines)
     section = f"### {device}\n\n{report.markdown_table(rows)}\n{notes}"
     if "profile" in default:
         section += (f"\n\nProfile, project {default_label} on {device}: one 30 s clip (MP3, 44.1 kHz stereo), "
@@ -239,6 +266,7 @@ def command_line(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    os.environ.update(ISA_ENV.get(args.isa, {}))  # before the fork server imports torch
     started, load_at_start = time.perf_counter(), report.load_average()
     cores = os.cpu_count() or 1
     if load_at_start is not None and load_at_start > 0.25 * cores:
@@ -259,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                 for device in devices(args.device, probe)]
     machine = report.machine(probe, load_at_start)
     audio_s = sum(clip["seconds"] for clip in inputs["clips"])
-    title = (f"{'tiny' if args.tiny else 'plus_large-size'} random-weight checkpoint, {len(inputs['clips'])} clips "
+    emulated = f", AVX2 emulated ({' '.join(f'{k}={v}' for k, v in ISA_ENV[args.isa].items())})" if args.isa != "native" else ""
+    title = (f"{'tiny' if args.tiny else 'plus_large-size'} random-weight checkpoint, ISA {probe['isa']}{emulated}, "
+             f"{len(inputs['clips'])} clips "
              f"({audio_s:.0f} s of audio){f', {args.long_seconds} s file' if args.long_seconds else ''}")
     body = without_local_paths("\n\n".join(sections), args.cache_dir)
     print(f"# Benchmark: {title}\n\nMachine: {machine}\nCommand: {command_line(argv)}\n\n{body}\n")

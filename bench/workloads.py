@@ -42,12 +42,20 @@ def describe_error(error: BaseException) -> str:
 
 
 def probe(job: dict) -> dict:
-    """What this machine offers: torch and funasr versions, CUDA GPU, CPU bf16 support."""
+    """What this machine offers: torch and funasr versions, CUDA GPU, CPU bf16 support, the
+    ISA torch's kernels use (after any emulation) and the CPU's own vector extensions."""
     import funasr
     import torch
 
+    from emotion2vec_ui.kernels import _cpu_flags, cpu_isa
+
+    flags = _cpu_flags()
     cuda = torch.cuda.is_available()
     return {
+        "isa": cpu_isa(),
+        "hardware_isa": [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX512-VNNI", "avx512_vnni"),
+                                                  ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile")) if flag in flags],
+        "onnxruntime": _onnxruntime_version(),
         "torch": torch.__version__,
         "funasr": funasr.__version__,
         "cuda": cuda,
@@ -55,6 +63,24 @@ def probe(job: dict) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def prepare_onnx(job: dict) -> dict:
+    """Export the checkpoint to ONNX once (fp32 or int8) into the cache; returns {"folder"}."""
+    from emotion2vec_ui.onnx_export import MANIFEST, export_onnx
+
+    folder = Path(job["folder"])
+    if not (folder / MANIFEST).is_file():  # the manifest is written last
+        export_onnx(folder, job["checkpoint"], int8=job["precision"] == "int8")
+    return {"folder": str(folder)}
 
 
 def prepare_inputs(job: dict) -> dict:
@@ -67,9 +93,10 @@ def prepare_inputs(job: dict) -> dict:
 def project_short(job: dict) -> dict:
     """The project on short inputs: load, first and steady 10 s requests, clip-set throughput.
 
-    Job keys: checkpoint, device, precision ("default" = load_model's own), single,
-    clips (paths), common (paths the reference could read, or None), repeats,
-    profile (path of the 30 s clip, or None).
+    Job keys: checkpoint, device, precision ("default" = load_model's own), backend
+    ("torch", or "onnx" with checkpoint the exported folder), single, clips (paths),
+    common (paths the reference could read, or None), repeats, profile (path of the 30 s
+    clip, or None).
     Returns load_s, first_s, steady_s (list), batch_s (all clips), common_s, labels,
     scores (per clip, in label order), embeddings (per clip, (D,) lists), precision, profile.
     The timed clip-set run asks for embeddings (for the drift figures): the mean frame
@@ -79,6 +106,9 @@ def project_short(job: dict) -> dict:
 
     device = job["device"]
     options = {} if job["precision"] == "default" else {"precision": job["precision"]}
+    onnx = job.get("backend", "torch") == "onnx"
+    if onnx:
+        options = {"backend": "onnx"}
     load_s, model = timed(device, lambda: load_model(job["checkpoint"], device=device, **options))
     first_s, _ = timed(device, lambda: model.predict(job["single"]))
     steady = [timed(device, lambda: model.predict(job["single"]))[0] for _ in range(job["repeats"])]
@@ -87,7 +117,7 @@ def project_short(job: dict) -> dict:
     if job["common"] is not None:
         common_s, _ = timed(device, lambda: model.predict_batch(job["common"]))
     out = {
-        "precision": model.backend.precision,
+        "precision": f"onnx {model.backend.precision}" if onnx else model.backend.precision,
         "load_s": load_s,
         "first_s": first_s,
         "steady_s": steady,
@@ -171,6 +201,7 @@ def reference_long(job: dict) -> dict:
 JOBS = {
     "probe": probe,
     "prepare": prepare_inputs,
+    "prepare_onnx": prepare_onnx,
     "project_short": project_short,
     "reference_short": reference_short,
     "project_long": project_long,
@@ -279,16 +310,17 @@ class StageClock:
 def _instrument(backend, clock: StageClock) -> list:
     """Time the backend's methods and modules into `clock`; returns undo callables.
 
-    The backend's methods are wrapped on the instance: prepare, encode, _forward, logits,
-    _local_features (the conv front end and feature projection), _block (a transformer
-    block) and _mlp (its feed-forward part); the blocks' norms get forward hooks and count
-    as feed-forward.
+    The backend's methods are wrapped on the instance: prepare, encode, _forward, logits;
+    _local_features (the conv front end and feature projection), the transformer's
+    `block` and `mlp` (its feed-forward part); the blocks' norms get forward hooks and
+    count as feed-forward.
     """
     methods = [
-        ("prepare", "prepare"), ("encode", "encode"), ("_forward", "forward"), ("logits", "head"),
-        ("_local_features", "conv"), ("_block", "blocks"), ("_mlp", "feed-forward"),
+        (backend, "prepare", "prepare"), (backend, "encode", "encode"), (backend, "_forward", "forward"),
+        (backend, "logits", "head"), (backend, "_local_features", "conv"),
+        (backend.transformer, "block", "blocks"), (backend.transformer, "mlp", "feed-forward"),
     ]
-    undo = [_wrap_method(backend, method, name, clock) for method, name in methods]
+    undo = [_wrap_method(obj, method, name, clock) for obj, method, name in methods]
     for norm in (part for block in backend.blocks for part in (block.norm1, block.norm2)):
         undo.extend(_time_module(norm, "feed-forward", clock))
     return undo

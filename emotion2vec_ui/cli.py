@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
     build.add_argument("--size", choices=("tiny", "large"), default="tiny")
     build.add_argument("--seed", type=int, default=0)
+
+    export = commands.add_parser("export-onnx", help="write the model as ONNX (encoder + head) for --backend onnx")
+    export.add_argument("folder", help="folder to write encoder.onnx, head.onnx and emotion2vec_onnx.json")
+    export.add_argument("--int8", action="store_true", help="quantise the encoder's matrix products to int8")
+    add_options(export, "export")
     return parser
 
 
@@ -55,7 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     configure_logging(settings.log_level)
+    if args.command == "export-onnx":
+        return _export_onnx(args, settings)
     return _predict(args, settings)
+
+
+def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from .onnx_export import export_onnx  # imports torch and funasr
+
+    try:
+        print(export_onnx(args.folder, settings.model, settings.hub, int8=args.int8))
+    except Emotion2vecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:

@@ -58,3 +58,7 @@ class CheckpointMismatchError(ModelLoadError):
 
 class OutputWriteError(Emotion2vecError, OSError):
     """The output folder cannot be written (permissions, disk full or nearly full)."""
+
+
+class WindowTooLongError(Emotion2vecError, ValueError):
+    """The requested window is longer than the model may see at once (MAX_WINDOW_S)."""

@@ -125,6 +125,9 @@ class Recognizer:
         batch_s: float | None = None,
         limits: AudioLimits | None = None,
     ):
+        from .backend_common import check_window
+
+        check_window(window_s)  # WindowTooLongError past MAX_WINDOW_S
         self.backend = backend
         hop = backend.geometry.hop
         self.window_frames = int(window_s * SAMPLE_RATE) // hop
@@ -358,20 +361,32 @@ def load_model(
     batch_s: float | None = None,
     limits: AudioLimits | None = None,
     warm_up: bool = True,
+    backend: str = "torch",
 ) -> Recognizer:
     """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
 
     `model` is a hub id or a local checkpoint folder (default "iic/emotion2vec_plus_large");
     `hub` "ms" (ModelScope, default) or "hf"; `device` "cpu", "cuda", "cuda:1", ...
     (default CUDA when available). `precision` "fp32" (default, exact), "bf16" or "fp16"
-    (autocast matmuls). `limits` bounds each input's file size and duration (default:
-    `AudioLimits()`, 1 GiB and 3 hours). `warm_up` runs a 2 s dummy input once so the
-    first request is as fast as later ones. Nothing is read from the environment.
+    (autocast matmuls), "int8" (CPU: quantised transformer linears). `limits` bounds each
+    input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours).
+    `warm_up` runs a 2 s dummy input once so the first request is as fast as later ones.
+    `backend="onnx"`: `model` is a folder written by `export-onnx`, run on ONNX Runtime
+    without torch or funasr (its precision was chosen at export). Nothing is read from
+    the environment.
     """
-    from .model import load_backend  # deferred: imports torch and funasr
+    from .backend_common import check_window
 
-    backend = load_backend(model, hub, device, precision)
-    recognizer = Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits)
+    check_window(window_s)  # before the (slow) load
+    if backend == "onnx":
+        from .onnx_backend import load_onnx_backend
+
+        engine = load_onnx_backend(model, device)
+    else:
+        from .model import load_backend  # deferred: imports torch and funasr
+
+        engine = load_backend(model, hub, device, precision)
+    recognizer = Recognizer(engine, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits)
     if warm_up:
         recognizer.warm_up()
     return recognizer

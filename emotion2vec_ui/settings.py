@@ -24,11 +24,13 @@ CLI_MAX_FILE_MB = 1024.0  # one person's command line: files up to 1 GiB ...
 CLI_MAX_DURATION_S = 3 * 3600.0  # ... and 3 hours
 DEFAULT_MODEL = "iic/emotion2vec_plus_large"  # ModelScope id; Hugging Face: emotion2vec/emotion2vec_plus_large
 HUBS = {"ms": "ModelScope", "hf": "Hugging Face"}
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: dynamically quantised transformer linears (CPU)
+BACKENDS = ("torch", "onnx")  # onnx: a folder written by `export-onnx`, run on ONNX Runtime
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MAX_WINDOW_S = 60.0  # the attention bias grows with the window's square: 60 s holds ~0.6 GB
+MAX_WINDOW_S = 60.0  # the attention bias grows with the square of the window (see backend_common.py)
 MIN_WINDOW_S = 5.0  # a window must exceed twice the 2 s context
 PROGRAMS = ("server", "cli")
+MODEL_PROGRAMS = ("server", "cli", "export")  # export: `export-onnx` takes only the checkpoint's options
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,15 @@ def _port(text: str) -> int:
 
 
 OPTIONS = (
-    Option("model", "E2V_MODEL", DEFAULT_MODEL, "hub id or local checkpoint folder", metavar="ID_OR_DIR"),
+    Option("model", "E2V_MODEL", DEFAULT_MODEL, "hub id or local checkpoint folder", metavar="ID_OR_DIR",
+           programs=MODEL_PROGRAMS),
     Option("hub", "E2V_HUB", "ms", "where a hub id is downloaded from: ms (ModelScope) or hf (Hugging Face)",
-           choices=tuple(HUBS)),
+           choices=tuple(HUBS), programs=MODEL_PROGRAMS),
     Option("device", "E2V_DEVICE", None, "cpu, cuda, cuda:1, ... (default: CUDA when torch sees a GPU)"),
-    Option("precision", "E2V_PRECISION", "fp32", "matmul precision: fp32 (exact), bf16 or fp16", choices=PRECISIONS),
+    Option("precision", "E2V_PRECISION", "fp32", "matmul precision: fp32 (exact), bf16, fp16 or int8 (CPU)",
+           choices=PRECISIONS),
+    Option("backend", "E2V_BACKEND", "torch", "torch, or onnx to run a folder written by export-onnx",
+           choices=BACKENDS),
     Option("window_s", "E2V_WINDOW_S", 30.0, f"longest piece of audio the model sees at once, "
            f"{MIN_WINDOW_S:g}-{MAX_WINDOW_S:g} s", parse=_window_s, metavar="SECONDS"),
     Option("output_dir", "E2V_OUTPUT_DIR", "outputs", "where the outputs_YYYYMMDD_HHMMSS folders go", metavar="DIR"),
@@ -104,7 +110,8 @@ OPTIONS = (
            parse=_positive(float), server_default=3600.0, metavar="SECONDS"),
     Option("min_free_disk_mb", "E2V_MIN_FREE_DISK_MB", 500.0, "refuse a recognition when the output folder's "
            "disk has less free space than this, MB", parse=_non_negative, metavar="MB"),
-    Option("log_level", "E2V_LOG_LEVEL", "INFO", "log messages from this level up", choices=LOG_LEVELS),
+    Option("log_level", "E2V_LOG_LEVEL", "INFO", "log messages from this level up", choices=LOG_LEVELS,
+           programs=MODEL_PROGRAMS),
     Option("host", "E2V_HOST", "127.0.0.1", "address to bind (0.0.0.0 for every interface)", programs=("server",)),
     Option("port", "E2V_PORT", 7860, "port", parse=_port, programs=("server",)),
     Option("auth", "E2V_AUTH", None, "require this login (prefer E2V_AUTH or --auth-file: a flag shows in ps)",
@@ -126,6 +133,7 @@ class Settings:
     hub: str
     device: str | None
     precision: str
+    backend: str
     window_s: float
     output_dir: str
     max_file_mb: float
@@ -152,7 +160,8 @@ class Settings:
         from .audio import AudioLimits
 
         return {
-            "hub": self.hub, "device": self.device, "precision": self.precision, "window_s": self.window_s,
+            "hub": self.hub, "device": self.device, "precision": self.precision, "backend": self.backend,
+            "window_s": self.window_s,
             "limits": AudioLimits(max_file_bytes=self.max_file_bytes, max_duration_s=self.max_duration_s),
         }
 

@@ -63,6 +63,16 @@ def test_tiny_benchmark_prints_the_table(tmp_path):
     assert re.fullmatch(NUMBER, table_row(out, "drift bf16 vs fp32: min embedding cosine")[1])
     assert re.fullmatch(NUMBER, table_row(out, "scores, project fp32 vs reference")[1])
 
+    # int8 and the ONNX exports: throughput against their targets, drift with top-emotion agreement.
+    assert "torch kernels use AVX" in out or "torch kernels use DEFAULT" in out
+    for label, target in (("int8", "3.0x"), ("onnx-fp32", "1.5x"), ("onnx-int8", "3.0x")):
+        cells = table_row(out, f"clip-set throughput, {label}: the 3 clips both read")
+        assert re.fullmatch(f"{NUMBER} audio s/s", cells[1]) and cells[4] == f">= {target} reference", cells
+    for label in ("int8", "onnx fp32", "onnx int8"):
+        assert re.fullmatch(NUMBER, table_row(out, f"drift {label} vs fp32: min embedding cosine")[1])
+        assert re.fullmatch(f"{NUMBER} % of clips", table_row(out, f"drift {label} vs fp32: top emotion unchanged")[1])
+    assert table_row(out, "drift onnx fp32 vs fp32: max abs. score difference")[5] == "met"
+
     # The profile, and no RESULTS.md without --record.
     # Every model stage is attributed some time (a renamed method would read 0.0).
     for stage in ("conv front end", "attention (qkv", "feed-forward (MLP"):

@@ -12,7 +12,8 @@ import yaml
 from emotion2vec_ui import load_model
 from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
 from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
-from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device, pick_linear
+from emotion2vec_ui.kernels import pick_linear
+from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
 
 from .conftest import random_speechlike
 
@@ -63,11 +64,11 @@ def test_batch_result_does_not_depend_on_batch_mates(tiny_model):
 def test_time_major_front_end_equals_funasr_modules(tiny_checkpoint, pieces):
     """The conv front end as pieces of windowed GEMMs equals funasr's own modules."""
     backend = load_backend(tiny_checkpoint, device="cpu")
-    assert backend.conv_steps is not None  # the published config's layer_norm front end
-    backend.conv_pieces = pieces
+    assert backend.front_end.steps is not None  # the published config's layer_norm front end
+    backend.front_end.pieces = pieces
     batch = torch.from_numpy(np.stack([backend.prepare(random_speechlike(5.3, seed=s)) for s in (1, 2)]))
     with torch.inference_mode():
-        ours = backend._local_features(batch)  # several pieces per clip
+        ours = backend.front_end(batch)  # several pieces per clip
         funasr = backend.encoder.project_features(backend.encoder.local_encoder(batch))
     assert ours.shape == funasr.shape == (2, backend.geometry.num_frames(batch.shape[1]), backend.embed_dim)
     torch.testing.assert_close(ours, funasr, rtol=1e-4, atol=1e-5)
@@ -86,11 +87,11 @@ def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
     state["modality_encoders.AUDIO.local_encoder.conv_layers.0.2.bias"] = torch.randn(channels)
     torch.save(state, folder / "model.pt")
     backend = load_backend(folder, device="cpu")
-    assert backend.conv_steps is None
+    assert backend.front_end.steps is None
     wave = torch.from_numpy(backend.prepare(random_speechlike(4.0, seed=3)))[None]
     with torch.inference_mode():
         whole = backend.encoder.project_features(backend.encoder.local_encoder(wave))
-        torch.testing.assert_close(backend._local_features(wave), whole)
+        torch.testing.assert_close(backend.front_end(wave), whole)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -231,3 +232,45 @@ def test_reduced_precision_stays_close_to_fp32(tiny_checkpoint):
     assert cosine > 0.99
     assert not np.array_equal(a.embedding, b.embedding)  # it really ran in reduced precision
     assert list(b.scores) == list(a.scores) and abs(sum(b.scores.values()) - 1) < 1e-6
+
+
+def test_alibi_bias_equals_funasr(tiny_checkpoint):
+    """The bias built from funasr's slopes equals funasr's own bias, scaled and padded."""
+    backend = load_backend(tiny_checkpoint, device="cpu")
+    enc, transformer = backend.encoder, backend.transformer
+    extra, steps = enc.modality_cfg.num_extra_tokens, 37
+    theirs = enc.get_alibi_bias(batch_size=1, time_steps=steps, heads=enc.modality_cfg.num_alibi_heads,
+                                dtype=torch.float32, device="cpu")
+    theirs = torch.nn.functional.pad(theirs * enc.alibi_scale.clamp_min(0).squeeze(0),
+                                     (extra, 0, extra, 0, 0, transformer.heads - theirs.size(1)))
+    torch.testing.assert_close(transformer.alibi_bias(steps + extra, "cpu"), theirs, rtol=0, atol=0)
+    torch.testing.assert_close(transformer.build_alibi_bias(steps + extra, "cpu"), theirs, rtol=0, atol=0)
+
+
+def test_threads_at_once_give_the_one_at_a_time_results(tiny_checkpoint):
+    """Several threads encoding inputs of growing lengths (the cached bias is replaced
+    while others read it) get exactly what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = load_backend(tiny_checkpoint, device="cpu")
+    waves = [backend.prepare(random_speechlike(0.5 + 0.4 * i, seed=i)) for i in range(12)]
+    alone = [backend.encode([wave])[0] for wave in waves]
+    fresh = load_backend(tiny_checkpoint, device="cpu")  # its bias cache starts empty
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda wave: fresh.encode([wave])[0], waves))
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_window_longer_than_the_maximum_is_refused(tiny_model):
+    from emotion2vec_ui import Recognizer
+    from emotion2vec_ui.errors import WindowTooLongError
+    from emotion2vec_ui.model import MAX_WINDOW_S
+
+    with pytest.raises(WindowTooLongError, match="longest window"):
+        load_model("/nonexistent-folder", window_s=MAX_WINDOW_S + 1)  # refused before loading
+    with pytest.raises(WindowTooLongError):
+        Recognizer(tiny_model.backend, window_s=300)
+    Recognizer(tiny_model.backend, window_s=MAX_WINDOW_S)  # the maximum itself is fine
+    with pytest.raises(WindowTooLongError, match="cut it into windows"):
+        tiny_model.backend.encode([np.zeros(int((MAX_WINDOW_S + 1) * 16_000), dtype=np.float32)])

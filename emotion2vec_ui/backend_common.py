@@ -1,0 +1,129 @@
+"""What every backend shares, without torch: frame geometry, input normalisation, the head.
+
+The torch backend (model.py) and the ONNX Runtime backend (onnx_backend.py) both
+subclass `BackendBase`; the pipeline uses only this small interface: `geometry`,
+`labels`, `name`, `device`, `precision`, `input_normalization`, `prepare`, `encode`
+and `logits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import WindowTooLongError
+from .settings import BACKENDS, MAX_WINDOW_S  # noqa: F401 (re-exported)
+from .settings import PRECISIONS as PRECISION_CHOICES  # noqa: F401 (re-exported)
+
+LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, used by funasr's input normalisation
+NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input statistics
+# MAX_WINDOW_S: the longest window (seconds) the model may see at once. Attention memory grows
+# with the square of the window: the ALiBi bias alone is heads x frames^2 floats (16 x 1500^2
+# x 4 B = 146 MB at 30 s, 580 MB at 60 s, 14 GB at 300 s). Longer audio is cut into windows.
+# It and the user's choices of precision and backend are defined in settings.py.
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How the conv front end maps samples to frames (plus_large: hop 320, field 400)."""
+
+    conv_layers: tuple[tuple[int, int], ...]  # (kernel, stride) per layer
+
+    @property
+    def hop(self) -> int:
+        """Samples between frames."""
+        return int(np.prod([stride for _, stride in self.conv_layers]))
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees; also the shortest input giving one frame."""
+        field, jump = 1, 1
+        for kernel, stride in self.conv_layers:
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames out of `num_samples` samples (plus_large: floor((N - 400) / 320) + 1)."""
+        length = num_samples
+        for kernel, stride in self.conv_layers:
+            length = (length - kernel) // stride + 1
+        return max(length, 0)
+
+    @property
+    def max_frames(self) -> int:
+        """Frames in the longest window a backend accepts (MAX_WINDOW_S)."""
+        return int(MAX_WINDOW_S * SAMPLE_RATE) // self.hop
+
+
+def check_window(window_s: float) -> None:
+    """Raise WindowTooLongError unless 0 < `window_s` <= MAX_WINDOW_S seconds."""
+    if not window_s <= MAX_WINDOW_S:
+        raise WindowTooLongError(
+            f"window_s={window_s} is over the longest window of {MAX_WINDOW_S:g} s: attention memory "
+            f"grows with its square. Use a window of at most {MAX_WINDOW_S:g} s (default 30); longer "
+            "audio is cut into windows anyway."
+        )
+
+
+class BackendBase:
+    """The head (float32 numpy) and input normalisation every backend shares.
+
+    Subclasses set `name`, `device`, `precision`, `geometry`, `labels`,
+    `normalize_input`, `head_weight` (K, D), `head_bias` (K,), and implement `encode`.
+    """
+
+    name: str
+    device: str
+    precision: str
+    geometry: FrameGeometry
+    labels: list[str]
+    normalize_input: bool
+    head_weight: np.ndarray
+    head_bias: np.ndarray
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.head_weight.shape[1])
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Head logits over the usable labels: (..., D) -> (..., K), float32."""
+        return np.asarray(features, dtype=np.float32) @ self.head_weight.T + self.head_bias
+
+    def input_normalization(self, waveform: np.ndarray) -> tuple[float, float]:
+        """(shift, scale) of the checkpoint's input normalisation over a whole waveform.
+
+        `normalize: true` in config.yaml means zero mean and unit variance over the whole
+        input (funasr: F.layer_norm(wav, wav.shape), eps 1e-5). A long input is normalised
+        with its global statistics window by window, so no normalised copy is kept.
+        """
+        if not self.normalize_input:
+            return 0.0, 1.0
+        total, squares = 0.0, 0.0
+        for start in range(0, len(waveform), NORMALIZE_CHUNK):  # float64 sums without a float64 copy
+            chunk = waveform[start : start + NORMALIZE_CHUNK].astype(np.float64)
+            total += chunk.sum()
+            squares += np.dot(chunk, chunk)
+        mean = total / len(waveform)
+        variance = max(squares / len(waveform) - mean * mean, 0.0)
+        return mean, 1.0 / np.sqrt(variance + LAYER_NORM_EPS)
+
+    def prepare(self, waveform: np.ndarray, normalization: tuple[float, float] | None = None) -> np.ndarray:
+        """The model input for `waveform` (N,): normalised with its own (or given) statistics."""
+        shift, scale = normalization or self.input_normalization(waveform)
+        return (np.asarray(waveform, dtype=np.float32) - np.float32(shift)) * np.float32(scale)
+
+    def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Frame features (T_i, D) float32 of prepared 16 kHz waveforms (N_i,), as one batch."""
+        raise NotImplementedError
+
+    def check_lengths(self, lengths: list[int]) -> None:
+        """Refuse inputs longer than the longest window (see MAX_WINDOW_S)."""
+        longest = max(lengths)
+        if self.geometry.num_frames(longest) > self.geometry.max_frames:
+            raise WindowTooLongError(
+                f"an input of {longest / SAMPLE_RATE:.1f} s is over the longest window the model runs at once "
+                f"({MAX_WINDOW_S:g} s); cut it into windows (the Recognizer does this)."
+            )

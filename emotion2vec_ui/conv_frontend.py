@@ -1,0 +1,110 @@
+"""The conv front end (seven strided convolutions) and feature projection, run fast on the CPU.
+
+funasr's front end in `layer_norm` mode is, per layer: conv, transpose, layer norm over
+channels, transpose, GELU. Time-major, each conv is one GEMM over windows of frames and
+the layer norm needs no transposes. Each frame sees only its receptive field, so the
+input can be cut into short pieces that give exactly the whole-input result while the
+512-channel intermediates stay in cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .kernels import Linear
+
+# How much the conv front end computes at a time: (one clip or the whole batch, frames).
+# On the CPU, 2 s of one clip keeps its 512-channel intermediates in cache (measured);
+# a GPU wants big kernels, so it takes the whole batch, 10 s at a time, which bounds
+# the intermediates to about 100 MB per clip in float32 (not yet measured on a GPU).
+CONV_PIECES = {"cpu": ("clip", 100), "cuda": ("batch", 500)}
+
+
+@dataclass(frozen=True)
+class ConvStep:
+    """One layer of the conv front end run time-major: (B, L, C_in) -> (B, L', C_out).
+
+    The convolution is a linear layer over each window of `kernel` frames taken
+    `stride` apart; `weight` (C_out, kernel * C_in) is the conv weight reordered to
+    the window's memory order, so a window is one contiguous run of floats.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    kernel: int
+    stride: int
+    norm: torch.nn.Module  # over channels, the last axis
+    act: torch.nn.Module
+
+    def windows(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) -> (B, L', kernel * C): frame i's window starts at frame i * stride."""
+        batch, length, channels = x.shape
+        count = (length - self.kernel) // self.stride + 1
+        x = x.contiguous()
+        return x.as_strided((batch, count, self.kernel * channels), (length * channels, self.stride * channels, 1))
+
+
+def time_major_conv_steps(encoder: torch.nn.Module) -> list[ConvStep] | None:
+    """funasr's conv front end as ConvSteps, when it is in `layer_norm` mode (each layer:
+    conv, dropout, transpose + layer norm over channels + transpose, GELU); else None."""
+    steps = []
+    for layer in encoder.local_encoder.conv_layers:
+        parts = list(layer)
+        if len(parts) != 4 or not isinstance(parts[0], torch.nn.Conv1d):
+            return None
+        if not isinstance(parts[2], torch.nn.Sequential):  # group norm over time, or no norm
+            return None
+        conv, norm = parts[0], [m for m in parts[2] if isinstance(m, torch.nn.LayerNorm)]
+        if len(norm) != 1 or conv.groups != 1 or conv.dilation[0] != 1 or conv.padding[0] != 0:
+            return None
+        weight = conv.weight.detach().permute(0, 2, 1).reshape(conv.out_channels, -1).contiguous()
+        bias = None if conv.bias is None else conv.bias.detach()
+        steps.append(ConvStep(weight, bias, conv.kernel_size[0], conv.stride[0], norm[0], parts[3]))
+    return steps
+
+
+class ConvFrontEnd:
+    """(B, N) prepared waveforms -> (B, T, D) projected local features.
+
+    `encoder` is funasr's AUDIO modality encoder; `geometry` its FrameGeometry;
+    `linear(x, weight, bias)` the float32 GEMM to use; `pieces` see CONV_PIECES.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, geometry, linear: Linear, pieces: tuple[str, int]):
+        self.encoder = encoder
+        self.geometry = geometry
+        self.linear = linear
+        self.pieces = pieces
+        self.steps = time_major_conv_steps(encoder)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """The front end on `batch` in pieces (see CONV_PIECES); a front end normalising
+        over time runs on the whole input, funasr's way."""
+        enc, geometry = self.encoder, self.geometry
+        if self.steps is None:
+            return enc.project_features(enc.local_encoder(batch))
+        rows, frames = self.pieces
+        total = geometry.num_frames(batch.shape[1])
+        out = []
+        for part in batch.split(1) if rows == "clip" else [batch]:
+            pieces = []
+            for first in range(0, total, frames):
+                last = min(first + frames, total) - 1  # frames first..last need these samples:
+                samples = part[:, first * geometry.hop : last * geometry.hop + geometry.receptive_field]
+                pieces.append(self.piece(samples))
+            out.append(torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0])
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def piece(self, samples: torch.Tensor) -> torch.Tensor:
+        """(B, n) samples -> (B, T_piece, D) projected features, time-major throughout."""
+        x = samples[..., None]  # (B, n, 1)
+        for step in self.steps:
+            x = step.act(step.norm(self.linear(step.windows(x), step.weight, step.bias)))
+        for layer in self.encoder.project_features:  # layer norm, linear (already time-major)
+            if isinstance(layer, torch.nn.Linear):
+                x = self.linear(x, layer.weight, layer.bias)
+            elif isinstance(layer, torch.nn.LayerNorm):
+                x = layer(x)
+        return x

@@ -1,0 +1,102 @@
+"""Run an exported folder (see onnx_export.py) on ONNX Runtime: no torch, no funasr.
+
+Implements the backend interface the pipeline uses (backend_common.BackendBase):
+`encode` runs encoder.onnx on a zero-padded batch with each clip's frame count,
+`logits` runs head.onnx. Needs only `onnxruntime` and numpy at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .backend_common import BackendBase, FrameGeometry
+from .errors import ModelLoadError
+
+MANIFEST = "emotion2vec_onnx.json"  # written by onnx_export.py
+FORMAT_VERSION = 1
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class OnnxBackend(BackendBase):
+    """An exported emotion2vec folder on ONNX Runtime; safe to call from several threads
+    (ONNX Runtime's `run` is)."""
+
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ModelLoadError(
+                "the onnx backend needs ONNX Runtime: pip install onnxruntime==1.31.1 (or onnxruntime-gpu)."
+            ) from e
+        manifest = _read_manifest(folder)
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelLoadError(f"device {device!r}: this ONNX Runtime has no CUDA provider; "
+                                 "install onnxruntime-gpu or use --device cpu.")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or _cpu_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(folder / manifest["encoder"]), options, providers=PROVIDERS[kind])
+            self.head = ort.InferenceSession(str(folder / manifest["head"]), options, providers=PROVIDERS[kind])
+        except Exception as e:  # ONNX Runtime raises its own error family for unreadable graphs
+            raise ModelLoadError(f"{folder}: ONNX Runtime cannot load the exported model ({e}). "
+                                 "Export it again with python -m emotion2vec_ui export-onnx.") from e
+        self.name = manifest["name"]
+        self.device = device
+        self.precision = manifest["precision"]
+        self.labels = list(manifest["labels"])
+        self.geometry = FrameGeometry(tuple((int(k), int(s)) for k, s in manifest["conv_layers"]))
+        self.normalize_input = bool(manifest["normalize"])
+        self._embed_dim = int(manifest["embed_dim"])
+
+    @property
+    def embed_dim(self) -> int:
+        return self._embed_dim
+
+    def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Frame features (T_i, D) float32 of prepared 16 kHz waveforms (N_i,), as one padded batch."""
+        lengths = [len(w) for w in waveforms]
+        self.check_lengths(lengths)
+        batch = np.zeros((len(waveforms), max(lengths)), dtype=np.float32)
+        for row, wav in enumerate(waveforms):
+            batch[row, : len(wav)] = wav
+        frames = np.array([self.geometry.num_frames(n) for n in lengths], dtype=np.int64)
+        (features,) = self.session.run(["features"], {"waveforms": batch, "frames": frames})
+        return [features[row, :count] for row, count in enumerate(frames)]
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Head logits over the usable labels: (..., D) -> (..., K), float32."""
+        features = np.asarray(features, dtype=np.float32)
+        rows = features.reshape(-1, features.shape[-1])
+        (logits,) = self.head.run(["logits"], {"features": rows})
+        return logits.reshape(*features.shape[:-1], logits.shape[-1])
+
+
+def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = None) -> OnnxBackend:
+    """The exported folder `folder` on ONNX Runtime (`device` "cpu", the default, or "cuda")."""
+    if folder is None:
+        raise ModelLoadError("the onnx backend needs --model DIR: a folder written by "
+                             "python -m emotion2vec_ui export-onnx DIR.")
+    return OnnxBackend(Path(folder).expanduser(), device or "cpu")
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ModelLoadError(f"{folder} holds no {MANIFEST}: it is not an exported ONNX folder. "
+                             "Write one with python -m emotion2vec_ui export-onnx DIR --model CHECKPOINT.")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ModelLoadError(f"{path}: format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}; "
+                             "export the model again.")
+    return manifest
+
+
+def _cpu_threads() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,105 @@
+"""ONNX export (encoder + head) and the ONNX Runtime backend: equal to the torch path, no torch at run time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emotion2vec_ui import load_model
+from emotion2vec_ui.cli import main
+from emotion2vec_ui.errors import ModelLoadError
+from emotion2vec_ui.onnx_backend import MANIFEST, load_onnx_backend
+
+from .conftest import random_speechlike
+
+TOLERANCE = 1e-4  # ONNX Runtime vs torch, float32: only the summation order differs
+INT8_MIN_COSINE = 0.99  # int8 export vs float32, per clip mean embedding (tiny random model)
+LENGTHS_S = (3.0, 0.7, 1.9, 0.03)  # a padded batch: long, short, middle, one frame
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(tiny_checkpoint, tmp_path_factory):
+    from emotion2vec_ui.onnx_export import export_onnx
+
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "tiny-fp32", str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def onnx_model(onnx_folder):
+    return load_model(onnx_folder, backend="onnx")
+
+
+def test_export_writes_encoder_head_and_manifest(onnx_folder, tiny_model):
+    assert sorted(p.name for p in onnx_folder.iterdir()) == sorted(["encoder.onnx", "head.onnx", MANIFEST])
+    manifest = json.loads((onnx_folder / MANIFEST).read_text())
+    assert manifest["labels"] == tiny_model.labels and manifest["precision"] == "fp32"
+    assert manifest["conv_layers"] == [list(layer) for layer in tiny_model.backend.geometry.conv_layers]
+
+
+def test_padded_batch_equals_torch(onnx_model, tiny_model):
+    torch_backend, onnx_backend = tiny_model.backend, onnx_model.backend
+    waves = [torch_backend.prepare(random_speechlike(s, seed=i)) for i, s in enumerate(LENGTHS_S)]
+    for ours, theirs in zip(onnx_backend.encode(waves), torch_backend.encode(waves)):
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=TOLERANCE, rtol=0)
+    features = torch_backend.encode(waves[:1])[0]
+    np.testing.assert_allclose(onnx_backend.logits(features), torch_backend.logits(features), atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("granularity", ["utterance", "frame"])
+def test_predict_batch_equals_torch(onnx_model, tiny_model, granularity):
+    clips = [(random_speechlike(s, seed=10 + i), 16_000) for i, s in enumerate(LENGTHS_S)]
+    ours = onnx_model.predict_batch(clips, granularity=granularity, embedding=True)
+    theirs = tiny_model.predict_batch(clips, granularity=granularity, embedding=True)
+    for a, b in zip(ours, theirs):
+        assert a.emotion == b.emotion and list(a.scores) == list(b.scores)
+        np.testing.assert_allclose(list(a.scores.values()), list(b.scores.values()), atol=TOLERANCE)
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=TOLERANCE, rtol=0)
+        if granularity == "frame":
+            np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=TOLERANCE)
+
+
+def test_int8_export_stays_close(tiny_checkpoint, tiny_model, tmp_path):
+    from emotion2vec_ui.onnx_export import export_onnx
+
+    folder = export_onnx(tmp_path / "tiny-int8", str(tiny_checkpoint), int8=True)
+    backend = load_onnx_backend(folder)
+    assert backend.precision == "int8"
+    waves = [tiny_model.backend.prepare(random_speechlike(s, seed=i)) for i, s in enumerate(LENGTHS_S[:3])]
+    for ours, theirs in zip(backend.encode(waves), tiny_model.backend.encode(waves)):
+        a, b = ours.mean(0), theirs.mean(0)
+        assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) >= INT8_MIN_COSINE
+        assert not np.allclose(ours, theirs, atol=TOLERANCE)  # it really is quantised
+
+
+def test_runs_without_torch_or_funasr(onnx_folder, wav_clip):
+    script = (
+        "import sys\n"
+        "from emotion2vec_ui import load_model\n"
+        f"model = load_model({str(onnx_folder)!r}, backend='onnx')\n"
+        f"result = model.predict({str(wav_clip)!r}, granularity='frame')\n"
+        "heavy = sorted(m for m in ('torch', 'funasr', 'torchaudio') if m in sys.modules)\n"
+        "print(result.emotion, len(result.frame_scores), heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    emotion, frames, heavy = out.split(maxsplit=2)
+    assert heavy.strip() == "[]" and int(frames) == 149
+
+
+def test_folder_that_is_not_an_export(tiny_checkpoint):
+    with pytest.raises(ModelLoadError, match="export-onnx"):
+        load_model(tiny_checkpoint, backend="onnx")
+
+
+def test_cli_exports_and_predicts(tiny_checkpoint, wav_clip, tmp_path, capsys):
+    folder = tmp_path / "exported"
+    assert main(["export-onnx", str(folder), "--model", str(tiny_checkpoint)]) == 0
+    assert main(["predict", str(wav_clip), "--backend", "onnx", "--model", str(folder), "--no-save", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = load_model(tiny_checkpoint).predict(str(wav_clip))
+    assert result["emotion"] == expected.emotion
+    assert abs(result["confidence"] - expected.confidence) < TOLERANCE
