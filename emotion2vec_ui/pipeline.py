@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE, Audio, AudioLimits, load_audio
-from .errors import Emotion2vecError
+from .errors import Emotion2vecError, ModelLoadError
 from .results import GRANULARITIES, EmotionResult, build_result
 
 ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, description)
@@ -375,9 +375,11 @@ def load_model(
     without torch or funasr (its precision was chosen at export). Nothing is read from
     the environment.
     """
-    from .backend_common import check_window
+    from .backend_common import BACKENDS, check_window
 
     check_window(window_s)  # before the (slow) load
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     if backend == "onnx":
         from .onnx_backend import load_onnx_backend
 

@@ -103,3 +103,8 @@ def test_cli_exports_and_predicts(tiny_checkpoint, wav_clip, tmp_path, capsys):
     expected = load_model(tiny_checkpoint).predict(str(wav_clip))
     assert result["emotion"] == expected.emotion
     assert abs(result["confidence"] - expected.confidence) < TOLERANCE
+
+
+def test_unknown_backend(onnx_folder):
+    with pytest.raises(ModelLoadError, match="unknown backend 'tensorrt'"):
+        load_model(onnx_folder, backend="tensorrt")

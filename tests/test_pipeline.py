@@ -7,6 +7,7 @@ import pytest
 
 from emotion2vec_ui import AudioDecodeError, Recognizer, load_audio
 from emotion2vec_ui.pipeline import plan_windows
+from emotion2vec_ui.settings import MAX_WINDOW_S
 
 from .conftest import random_speechlike
 
@@ -78,7 +79,7 @@ def test_predict_accepts_every_input_form(tiny_model, wav_clip):
 
 def test_short_file_is_exactly_the_unwindowed_pass(tiny_model):
     clip = random_speechlike(20.0, seed=4)
-    unwindowed = Recognizer(tiny_model.backend, window_s=1e6, context_s=1.0)
+    unwindowed = Recognizer(tiny_model.backend, window_s=MAX_WINDOW_S, context_s=1.0)  # 20 s: one window
     a = tiny_model.predict((clip, 16_000), "frame", embedding=True)
     b = unwindowed.predict((clip, 16_000), "frame", embedding=True)
     np.testing.assert_array_equal(a.embedding, b.embedding)
