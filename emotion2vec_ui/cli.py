@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from .batch import add_batch_command, run_batch_command
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
 
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="longest window the model sees at once (default 30)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    add_batch_command(commands, _add_model_options)
+
     build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint folder")
     build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
     build.add_argument("--size", choices=("tiny", "large"), default="tiny")
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
         return 0
+    if args.command == "batch":
+        return run_batch_command(args)
     return _predict(args)
 
 
