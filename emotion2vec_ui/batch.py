@@ -151,15 +151,16 @@ def run_batch(
     return summary
 
 
-def plan_batch(table, inputs, schema, retry_failed: bool) -> tuple[list[BatchInput], BatchSummary, int]:
+def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> tuple[list[BatchInput], BatchSummary, int]:
     """(inputs still to do, a summary with `inputs` and `skipped` set, how many skipped ones failed before).
 
-    Raises BatchTableError if the table exists with other columns.
+    Raises BatchTableError if the table exists with other columns than `schema` (None: not checked).
+    `existing` is the table already read, if it was.
     """
     items = [item if isinstance(item, BatchInput) else None for item in inputs]
     if any(item is None for item in items):
         items = discover_inputs(inputs)
-    existing = table.read()
+    existing = table.read() if existing is None else existing
     table.check_schema(schema, existing)
     done_ok = table.done_keys(existing, failed=False)
     done_all = table.done_keys(existing) if not retry_failed else done_ok

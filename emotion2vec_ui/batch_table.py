@@ -193,6 +193,11 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> None:
         raise
 
 
+def score_labels(schema: pa.Schema) -> list[str]:
+    """The labels of a table's score columns, in order."""
+    return [name[len(SCORE_PREFIX):] for name in schema.names if name.startswith(SCORE_PREFIX)]
+
+
 def schema_of_columns(names: list[str]) -> pa.Schema:
     """The schema of a table from its column names (for CSV and JSONL, which carry no types)."""
     labels = [name[len(SCORE_PREFIX):] for name in names if name.startswith(SCORE_PREFIX)]
@@ -279,9 +284,9 @@ class ResultTable:
             if failed or not error
         }
 
-    def check_schema(self, schema: pa.Schema, table: pa.Table | None) -> None:
+    def check_schema(self, schema: pa.Schema | None, table: pa.Table | None) -> None:
         """Refuse to add rows of another shape (granularity, embedding, labels) to an existing table."""
-        if table is not None and table.schema.names != schema.names:
+        if schema is not None and table is not None and table.schema.names != schema.names:
             raise BatchTableError(
                 f"{self.path} was written with other settings (its columns: {', '.join(table.schema.names)}); "
                 "rerun with the same --granularity/--embedding/--model, or choose another --out"
