@@ -205,8 +205,8 @@ def test_the_command_as_a_user_runs_it(corpus, tiny_checkpoint, tmp_path):
 
 # -- interrupted runs -----------------------------------------------------------------
 
-MANY_FILES = 400
-ROWS_PER_PART = 4
+MANY_FILES = 160
+ROWS_PER_PART = 2
 
 
 @pytest.fixture(scope="module")
@@ -232,12 +232,12 @@ def _start_and_wait_for_parts(command: list[str], parts: Path) -> subprocess.Pop
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
-def test_kill_9_in_the_middle_then_rerun(many_clips, tiny_checkpoint, tmp_path, suffix):
+def test_kill_9_in_the_middle_then_rerun(many_clips, tiny_checkpoint, tmp_path, suffix, capsys):
     out = tmp_path / f"results{suffix}"
     parts = tmp_path / f".{out.name}.parts"
-    command = [sys.executable, "-m", "emotion2vec_ui", "batch", str(many_clips), "--out", str(out),
-               "--rows-per-part", str(ROWS_PER_PART), *model_args(tiny_checkpoint)]
-    process = _start_and_wait_for_parts(command, parts)
+    arguments = ["batch", str(many_clips), "--out", str(out), "--rows-per-part", str(ROWS_PER_PART),
+                 *model_args(tiny_checkpoint)]
+    process = _start_and_wait_for_parts([sys.executable, "-m", "emotion2vec_ui", *arguments], parts)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL
@@ -245,17 +245,16 @@ def test_kill_9_in_the_middle_then_rerun(many_clips, tiny_checkpoint, tmp_path, 
     finished = ResultTable(out).read().to_pylist()  # every committed part is readable
     assert ROWS_PER_PART <= len(finished) < MANY_FILES
 
-    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"skipped {len(finished)}, failed 0" in rerun.stdout  # finished rows were not redone
-    assert f"done {MANY_FILES - len(finished)}," in rerun.stdout
+    assert main(arguments) == 0  # the same command again
+    stdout = capsys.readouterr().out
+    assert f"done {MANY_FILES - len(finished)}, skipped {len(finished)}, failed 0" in stdout  # none redone
     rows = rows_by_path(out)  # no duplicates
     assert len(rows) == MANY_FILES and not parts.exists()
     for row in finished:  # no finished row lost or changed
         assert rows[row["path"]] == row
 
 
-def test_ctrl_c_commits_the_finished_rows(many_clips, tiny_checkpoint, tmp_path):
+def test_ctrl_c_commits_the_finished_rows(many_clips, tiny_checkpoint, tiny_model, tmp_path):
     out = tmp_path / "results.csv"
     parts = tmp_path / ".results.csv.parts"
     command = [sys.executable, "-m", "emotion2vec_ui", "batch", str(many_clips), "--out", str(out),
@@ -266,8 +265,8 @@ def test_ctrl_c_commits_the_finished_rows(many_clips, tiny_checkpoint, tmp_path)
     assert process.returncode == 130 and stdout.startswith("interrupted (rerun the same command to go on): ")
     kept = rows_by_path(out)
     assert 2 * ROWS_PER_PART <= len(kept) < MANY_FILES and not parts.exists()
-    rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0 and f"skipped {len(kept)}," in rerun.stdout
+    rerun = run_batch(tiny_model, [many_clips], out)
+    assert (rerun.skipped, rerun.done, rerun.rows) == (len(kept), MANY_FILES - len(kept), MANY_FILES)
     assert len(rows_by_path(out)) == MANY_FILES
 
 
