@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+
 def child_main(job: dict, conn) -> None:
     """Entry point of a child: run `job`, send {result fields..., peak_rss_mb, gpu_peak_mb} or {error}."""
     try:
@@ -114,7 +115,7 @@ def reference_short(job: dict) -> dict:
     per_clip = []
     for path in job["clips"]:
         try:
-            wall_s, output = timed(device, lambda: reference_generate(ref, path))
+            wall_s, output = timed(device, lambda path=path: reference_generate(ref, path))
         except Exception as e:  # a file the reference cannot read or run: its outcome for that clip
             per_clip.append({"error": describe_error(e)})
             continue

@@ -20,12 +20,14 @@ from .errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
     AudioLimitError,
+    AudioReadError,
     AudioTooShortError,
     CorruptAudioError,
     EmptyAudioError,
     InvalidSamplesError,
     UnsupportedCodecError,
 )
+from .settings import CLI_MAX_DURATION_S, CLI_MAX_FILE_MB
 
 SAMPLE_RATE = 16_000  # Hz, the model's input rate
 MIN_SAMPLES = 400  # samples at 16 kHz (25 ms): the conv front end's receptive field
@@ -53,24 +55,16 @@ SIGNATURES = {
     b"\x1a\x45\xdf\xa3": "WEBM/Matroska",
 }
 HEADER_PEEK_BYTES = 64 * 1024
+FIRST_BUFFER_SAMPLES = 10 * 60 * SAMPLE_RATE  # the decode buffer starts at most this big (38 MB), then grows
 
 
 @dataclass(frozen=True)
 class AudioLimits:
-    """Input limits; defaults come from E2V_MAX_FILE_MB and E2V_MAX_DURATION_S."""
+    """Input limits: file size in bytes and decoded duration in seconds (the CLI's defaults;
+    the web server passes its own, see settings.py)."""
 
-    max_file_bytes: int = 1024 * 1024 * 1024  # 1 GiB
-    max_duration_s: float = 3 * 3600.0  # 3 hours
-
-    @classmethod
-    def from_env(cls) -> "AudioLimits":
-        defaults = cls()
-        max_mb = os.environ.get("E2V_MAX_FILE_MB")
-        max_s = os.environ.get("E2V_MAX_DURATION_S")
-        return cls(
-            max_file_bytes=int(float(max_mb) * 1024 * 1024) if max_mb else defaults.max_file_bytes,
-            max_duration_s=float(max_s) if max_s else defaults.max_duration_s,
-        )
+    max_file_bytes: int = int(CLI_MAX_FILE_MB * 2**20)
+    max_duration_s: float = CLI_MAX_DURATION_S
 
 
 @dataclass
@@ -101,8 +95,8 @@ def load_audio(
     description). Raises a subclass of `AudioError` that names the input and says
     what to do.
     """
-    limits = limits or AudioLimits.from_env()
-    if isinstance(source, tuple) and len(source) == 2:
+    limits = limits or AudioLimits()
+    if isinstance(source, tuple):
         source, sample_rate = _split_array_tuple(source)
     if isinstance(source, np.ndarray):
         if sample_rate is None:
@@ -122,8 +116,13 @@ def load_audio(
                 f"{name}: no such file. Check the path; accepted inputs are {ACCEPTED_INPUTS}."
             )
         _check_size(path.stat().st_size, name, limits)
-        with open(path, "rb") as handle:
-            audio = _decode(handle, name, limits)
+        try:
+            with open(path, "rb") as handle:
+                audio = _decode(handle, name, limits)
+        except OSError as e:
+            raise AudioReadError(
+                f"{name}: the file cannot be read ({e.strerror or e}). Check its permissions and the disk."
+            ) from e
     else:
         raise AudioDecodeError(
             f"Cannot read audio from a {type(source).__name__}; pass {ACCEPTED_INPUTS}."
@@ -133,11 +132,16 @@ def load_audio(
 
 
 def _split_array_tuple(pair: tuple) -> tuple[np.ndarray, int]:
-    """Accept (array, rate) and Gradio's (rate, array)."""
-    first, second = pair
-    if isinstance(first, (int, np.integer)) and isinstance(second, np.ndarray):
-        return second, int(first)
-    return first, second
+    """Accept (array, rate) and Gradio's (rate, array): exactly one ndarray and one whole number."""
+    arrays = [item for item in pair if isinstance(item, np.ndarray)]
+    rates = [item for item in pair if isinstance(item, (int, np.integer)) and not isinstance(item, bool)]
+    if len(pair) != 2 or len(arrays) != 1 or len(rates) != 1:
+        raise InvalidSamplesError(
+            f"A tuple input must be (numpy_array, sample_rate) or (sample_rate, numpy_array), not a "
+            f"{len(pair)}-tuple of {', '.join(type(item).__name__ for item in pair)}. "
+            "Pass several files as a list to predict_batch."
+        )
+    return arrays[0], int(rates[0])
 
 
 def _check_size(num_bytes: int, name: str, limits: AudioLimits) -> None:
@@ -146,7 +150,7 @@ def _check_size(num_bytes: int, name: str, limits: AudioLimits) -> None:
     if num_bytes > limits.max_file_bytes:
         raise AudioLimitError(
             f"{name}: {num_bytes / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB "
-            "file size limit. Compress or split the file, or raise E2V_MAX_FILE_MB."
+            "file size limit. Compress or split the file, or raise --max-file-mb (E2V_MAX_FILE_MB)."
         )
 
 
@@ -161,7 +165,7 @@ def _check_rate(rate: int, name: str) -> None:
 def _duration_error(name: str, limits: AudioLimits) -> AudioLimitError:
     return AudioLimitError(
         f"{name}: longer than the {limits.max_duration_s:.0f} s duration limit. "
-        "Split the recording, or raise E2V_MAX_DURATION_S."
+        "Split the recording, or raise --max-duration-s (E2V_MAX_DURATION_S)."
     )
 
 
@@ -279,7 +283,9 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         max_source_samples = limits.max_duration_s * rate
         expected_s = container.duration / 1_000_000 if container.duration else 0.0  # AV_TIME_BASE: µs
-        output = _SampleBuffer(int(min(expected_s, limits.max_duration_s) * SAMPLE_RATE * 1.01) + SAMPLE_RATE)
+        # The header's duration is a hint, not a promise: a tiny crafted file may claim hours.
+        claimed = int(min(expected_s, limits.max_duration_s) * SAMPLE_RATE * 1.01) + SAMPLE_RATE
+        output = _SampleBuffer(min(claimed, FIRST_BUFFER_SAMPLES))
         decoded = 0
         try:
             for frame in container.decode(stream):
@@ -317,8 +323,8 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
 
 
 class _SampleBuffer:
-    """A float32 array filled chunk by chunk, sized from the header's duration estimate, so a
-    long file is held once rather than as a list of chunks plus their concatenation."""
+    """A float32 array filled chunk by chunk, sized from the header's duration estimate (capped),
+    so a long file is held once rather than as a list of chunks plus their concatenation."""
 
     def __init__(self, capacity: int):
         self.data = np.empty(max(capacity, 1), dtype=np.float32)

@@ -15,9 +15,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from .errors import Emotion2vecError
 from .manifest import BatchInput, batch_input, discover_inputs
@@ -209,8 +209,10 @@ def _clock(seconds: float) -> str:
 # -- the command line -----------------------------------------------------------------
 
 
-def add_batch_command(commands, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add the `batch` subcommand to the CLI's subparsers (model options from the CLI)."""
+def add_batch_command(commands) -> None:
+    """Add the `batch` subcommand to the CLI's subparsers (with the CLI's settings flags)."""
+    from .settings import add_options
+
     batch = commands.add_parser(
         "batch", help="recognise many files into one results table (resumable)",
         description="Recognise files, folders (searched recursively) and manifests (.txt one path per line, "
@@ -222,13 +224,13 @@ def add_batch_command(commands, add_model_options: Callable[[argparse.ArgumentPa
     batch.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                        help="one verdict per file (utterance) or also a 20 ms track (frame)")
     batch.add_argument("--embedding", action="store_true", help="add the embedding column (float32 list)")
-    batch.add_argument("--save-folders", default=None, metavar="DIR",
-                       help="also write an output folder per file under DIR")
+    batch.add_argument("--save-folders", action="store_true",
+                       help="also write an output folder per file (under --output-dir)")
     batch.add_argument("--retry-failed", action="store_true", help="redo inputs whose row is an error")
     batch.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART, metavar="N",
                        help=f"rows committed together (default {ROWS_PER_PART}): a kill loses at most these")
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-file errors")
-    add_model_options(batch)
+    add_options(batch, "cli")
     ray = batch.add_argument_group("engine", "run on Ray Data (pip install 'emotion2vec-ui[ray]')")
     ray.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
     ray.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto or HOST:6379); "
@@ -238,9 +240,10 @@ def add_batch_command(commands, add_model_options: Callable[[argparse.ArgumentPa
     ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per actor (default 1)")
 
 
-def run_batch_command(args: argparse.Namespace) -> int:
-    """The `batch` command: 0 when every input has a good row, 1 when any failed, 2 for
-    usage errors, 130 when interrupted (finished rows are kept)."""
+def run_batch_command(args: argparse.Namespace, settings) -> int:
+    """The `batch` command with the resolved `settings` (settings.Settings): 0 when every
+    input has a good row, 1 when any failed, 2 for usage errors, 130 when interrupted
+    (finished rows are kept)."""
     from .batch_table import BatchTableError, table_format
 
     try:
@@ -257,6 +260,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         print("error: no audio files found in the inputs", file=sys.stderr)
         return EXIT_USAGE
     progress = None if args.quiet or not sys.stderr.isatty() else BatchProgress()
+    save_folders = settings.output_dir if args.save_folders else None
 
     def on_row(row: dict) -> None:
         if progress:
@@ -271,18 +275,18 @@ def run_batch_command(args: argparse.Namespace) -> int:
             from .batch_ray import run_batch_ray
 
             summary = run_batch_ray(
-                items, args.out, args.granularity, args.embedding, model=args.model, hub=args.hub,
-                device=args.device, precision=args.precision, address=args.address, workers=args.workers,
+                items, args.out, args.granularity, args.embedding, model=settings.model,
+                engine_options=settings.engine_options(), address=args.address, workers=args.workers,
                 gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                 rows_per_part=args.rows_per_part, retry_failed=args.retry_failed,
-                save_folders=args.save_folders, on_row=on_row, on_start=progress.start if progress else None,
+                save_folders=save_folders, on_row=on_row, on_start=progress.start if progress else None,
             )
         else:
             from .pipeline import load_model
 
-            recognizer = load_model(args.model, args.hub, args.device, precision=args.precision)
+            recognizer = load_model(settings.model, **settings.engine_options())
             summary = run_batch(
-                recognizer, items, args.out, args.granularity, args.embedding, save_folders=args.save_folders,
+                recognizer, items, args.out, args.granularity, args.embedding, save_folders=save_folders,
                 retry_failed=args.retry_failed, rows_per_part=args.rows_per_part, on_row=on_row,
                 on_start=progress.start if progress else None,
             )

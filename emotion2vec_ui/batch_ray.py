@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .batch import ROWS_PER_PART, BatchSummary, RowCallback, iter_batch_rows, plan_batch
 from .errors import Emotion2vecError
@@ -41,11 +41,11 @@ def import_ray():
 class RecognizerActor:
     """One loaded model per Ray actor: a batch of inputs (pyarrow) -> their rows (pyarrow)."""
 
-    def __init__(self, model, hub, device, precision, granularity, embedding, save_folders):
+    def __init__(self, model, engine_options, granularity, embedding, save_folders):
         from .batch import batch_schema
         from .pipeline import load_model
 
-        self.recognizer = load_model(model, hub, device, precision=precision)
+        self.recognizer = load_model(model, **engine_options)
         self.granularity, self.embedding, self.save_folders = granularity, embedding, save_folders
         self.schema = batch_schema(self.recognizer, granularity, embedding)
 
@@ -73,9 +73,7 @@ def run_batch_ray(
     embedding: bool = False,
     *,
     model: str | None = None,
-    hub: str | None = None,
-    device: str | None = None,
-    precision: str = "fp32",
+    engine_options: dict | None = None,
     address: str | None = None,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
@@ -95,16 +93,16 @@ def run_batch_ray(
     ray = import_ray()
     started = time.monotonic()
     items = inputs if all(isinstance(item, BatchInput) for item in inputs) else discover_inputs(inputs)
-    if device is None and not gpus_per_worker:
-        device = "cpu"  # an actor without a GPU must not pick one up
+    engine_options = dict(engine_options or {})
+    if engine_options.get("device") is None and not gpus_per_worker:
+        engine_options["device"] = "cpu"  # an actor without a GPU must not pick one up
     own_ray = not ray.is_initialized()
     if own_ray:
         ray.init(address=address, log_to_driver=False, include_dashboard=False)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        actor_args = (model, hub, device, precision, granularity, embedding,
-                      str(save_folders) if save_folders else None)
+        actor_args = (model, engine_options, granularity, embedding, str(save_folders) if save_folders else None)
         if is_uri(out):
             return _write_uri(ray, items, str(out), actor_args, workers, gpus_per_worker, cpus_per_worker,
                               rows_per_part, started, on_start)
@@ -135,7 +133,7 @@ def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part
 
     table = ResultTable(out)
     existing = table.read()
-    granularity, embedding = actor_args[4], actor_args[5]
+    granularity, embedding = actor_args[2], actor_args[3]
     expected = table_schema(score_labels(existing.schema), granularity, embedding) if existing is not None else None
     todo, summary, existing_failed = plan_batch(table, items, expected, retry_failed, existing=existing)
     if on_start:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 
 from .batch import add_batch_command, run_batch_command
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
+from .settings import Settings, add_options, configure_logging, resolve
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,16 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                          help="one verdict per file (utterance) or a 20 ms track (frame)")
     predict.add_argument("--embedding", action="store_true", help="also save embedding.npy")
-    predict.add_argument("--output-dir", default="outputs", metavar="DIR",
-                         help="where the outputs_YYYYMMDD_HHMMSS folders go (default: outputs)")
     predict.add_argument("--no-save", action="store_true", help="print results without writing folders")
-    predict.add_argument("--json", action="store_true", help="print one JSON object per file")
-    _add_model_options(predict)
-    predict.add_argument("--window", type=float, default=30.0, metavar="SECONDS",
-                         help="longest window the model sees at once (default 30)")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per file (errors too, on stdout)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(predict, "cli")
 
-    add_batch_command(commands, _add_model_options)
+    add_batch_command(commands)
 
     build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint folder")
     build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
@@ -48,55 +48,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="hub id or local checkpoint folder (env E2V_MODEL; "
-                        "default iic/emotion2vec_plus_large)")
-    parser.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope or Hugging Face (env E2V_HUB)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (env E2V_DEVICE; default: CUDA if present)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="weights and activations dtype (default fp32)")
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "build-checkpoint":
         from .checkpoint import build_checkpoint
 
         print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
         return 0
+    try:
+        settings = resolve(args, "cli")
+    except ValueError as e:
+        parser.error(str(e))
+    configure_logging(settings.log_level)
     if args.command == "batch":
-        return run_batch_command(args)
-    return _predict(args)
+        return run_batch_command(args, settings)
+    return _predict(args, settings)
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from .outputs import save_recognition
+def _predict(args: argparse.Namespace, settings: Settings) -> int:
+    from .outputs import check_free_space, save_recognition, sweep_staging
     from .pipeline import load_model
 
     try:
-        model = load_model(args.model, args.hub, args.device, precision=args.precision, window_s=args.window)
+        model = load_model(settings.model, **settings.engine_options())
     except Emotion2vecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not args.no_save:
+        sweep_staging(settings.output_dir)
     progress = None if args.quiet or args.json or not sys.stderr.isatty() else _ProgressBar()
     failed = 0
     for rec in model.iter_recognitions(args.files, args.granularity, args.embedding, progress=progress):
         if progress:
             progress.clear()
+        folder = None
+        if rec.error is None and not args.no_save:
+            try:
+                check_free_space(settings.output_dir, int(settings.min_free_disk_mb * 2**20))
+                folder = save_recognition(rec.result, rec.audio, settings.output_dir)
+            except Emotion2vecError as e:
+                rec.error = e
         if rec.error is not None:
             failed += 1
             message = {"input": rec.name, "error": str(rec.error), "error_type": type(rec.error).__name__}
             print(json.dumps(message, ensure_ascii=False) if args.json else f"{rec.name}\tERROR\t{rec.error}",
                   file=sys.stdout if args.json else sys.stderr)
             continue
-        folder = None
-        if not args.no_save:
-            try:
-                folder = save_recognition(rec.result, rec.audio, args.output_dir)
-            except OSError as e:
-                failed += 1
-                print(f"{rec.name}\tERROR\tcould not write to {args.output_dir}: {e}", file=sys.stderr)
-                continue
         print(_format(rec, folder, args.json))
     return 1 if failed else 0
 

@@ -16,6 +16,10 @@ class AudioFileNotFoundError(AudioError, FileNotFoundError):
     """The path does not exist or is not a file."""
 
 
+class AudioReadError(AudioError, OSError):
+    """The file exists but cannot be read (permissions, I/O error)."""
+
+
 class EmptyAudioError(AudioError):
     """The file or buffer holds zero bytes, or decodes to zero samples."""
 
@@ -50,3 +54,7 @@ class ModelLoadError(Emotion2vecError, RuntimeError):
 
 class CheckpointMismatchError(ModelLoadError):
     """The checkpoint's weights do not fit the model its config describes."""
+
+
+class OutputWriteError(Emotion2vecError, OSError):
+    """The output folder cannot be written (permissions, disk full or nearly full)."""

@@ -19,9 +19,9 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,10 +29,8 @@ import torch.nn.functional as F
 
 from .errors import CheckpointMismatchError, ModelLoadError
 from .results import token_to_key, usable_label_indices
+from .settings import DEFAULT_MODEL, HUBS
 
-DEFAULT_MODEL = "iic/emotion2vec_plus_large"  # ModelScope id; Hugging Face: emotion2vec/emotion2vec_plus_large
-DEFAULT_HUB = "ms"
-HUBS = {"ms": "ModelScope", "hf": "Hugging Face"}
 CHECKPOINT_FILES = ("config.yaml", "model.pt")
 # The released checkpoints omit the pre-training decoder; no other weight may be missing.
 OPTIONAL_WEIGHT_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
@@ -47,8 +45,8 @@ CONV_PIECES = {"cpu": ("clip", 100), "cuda": ("batch", 500)}
 
 
 def pick_device(device: str | None = None) -> str:
-    """`device`, else E2V_DEVICE, else "cuda" when torch sees a GPU, else "cpu"."""
-    device = device or os.environ.get("E2V_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    """`device`, else "cuda" when torch sees a GPU, else "cpu"."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(
             f"device {device!r} was asked for but this torch build sees no CUDA GPU. "
@@ -384,14 +382,14 @@ def load_backend(
 ) -> Emotion2vecBackend:
     """Build a checkpoint through funasr from a hub id or a local folder, verified.
 
-    `model` defaults to E2V_MODEL, else the ModelScope id of emotion2vec+ large; `hub`
-    to E2V_HUB, else "ms" ("hf" for Hugging Face); `device` see `pick_device`.
+    `model` defaults to the ModelScope id of emotion2vec+ large; `hub` to "ms" ("hf" for
+    Hugging Face); `device` see `pick_device`.
     Raises ModelLoadError (or CheckpointMismatchError) with what to do.
     """
-    model = str(model or os.environ.get("E2V_MODEL") or DEFAULT_MODEL)
-    hub = (hub or os.environ.get("E2V_HUB") or DEFAULT_HUB).lower()
+    model = str(model or DEFAULT_MODEL)
+    hub = (hub or "ms").lower()
     if hub not in HUBS:
-        raise ModelLoadError(f"unknown hub {hub!r}; use one of {', '.join(HUBS)} (E2V_HUB).")
+        raise ModelLoadError(f"unknown hub {hub!r}; use one of {', '.join(HUBS)}.")
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     device = pick_device(device)

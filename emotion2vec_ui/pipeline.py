@@ -16,9 +16,10 @@ frame logits equals the utterance logits.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -110,7 +111,11 @@ class _Track:
 
 
 class Recognizer:
-    """Speech emotion recognition on a loaded checkpoint (see `load_model`)."""
+    """Speech emotion recognition on a loaded checkpoint (see `load_model`).
+
+    Safe to share between threads: decoding runs concurrently, the model one batch
+    at a time (a lock; torch already uses every core for one batch).
+    """
 
     def __init__(
         self,
@@ -128,7 +133,8 @@ class Recognizer:
             raise ValueError(f"window_s ({window_s}) must exceed twice context_s ({context_s})")
         device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
         self.batch_samples = int((batch_s or DEFAULT_BATCH_S[device_kind]) * SAMPLE_RATE)
-        self.limits = limits or AudioLimits.from_env()
+        self.limits = limits or AudioLimits()
+        self._model_lock = threading.Lock()
 
     @property
     def model_name(self) -> str:
@@ -206,7 +212,7 @@ class Recognizer:
         chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
             pending = pool.submit(self._decode_chunk, items, names, chunks[0]) if chunks else None
-            for number, chunk in enumerate(chunks):
+            for number in range(len(chunks)):
                 recognitions = pending.result()
                 if number + 1 < len(chunks):
                     pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1])
@@ -247,7 +253,9 @@ class Recognizer:
         done = 0
         for batch in self._batches(jobs, tracks):
             waves = [tracks[t].window_input(w, backend) for t, w in batch]
-            for (t, w), features in zip(batch, backend.encode(waves)):
+            with self._model_lock:
+                encoded = backend.encode(waves)
+            for (t, w), features in zip(batch, encoded):
                 window = tracks[t].windows[w]
                 tracks[t].add(w, features[window.keep_from : window.keep_to], backend, granularity, embedding)
             done += sum(len(wave) for wave in waves)
@@ -264,7 +272,7 @@ class Recognizer:
 
         buffer = io.BytesIO()
         sf.write(buffer, np.zeros(2 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE, format="WAV")
-        self.predict(buffer.getvalue(), granularity="frame", name="warm-up")
+        self.recognize([load_audio(buffer.getvalue(), name="warm-up")], granularity="frame")  # whatever the limits
 
     # -- internals ----------------------------------------------------------------------
 
@@ -348,20 +356,22 @@ def load_model(
     window_s: float = DEFAULT_WINDOW_S,
     context_s: float = DEFAULT_CONTEXT_S,
     batch_s: float | None = None,
+    limits: AudioLimits | None = None,
     warm_up: bool = True,
 ) -> Recognizer:
     """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
 
-    `model` is a hub id or a local checkpoint folder (default E2V_MODEL, else
-    "iic/emotion2vec_plus_large"); `hub` "ms" or "hf" (E2V_HUB); `device` "cpu",
-    "cuda", "cuda:1", ... (E2V_DEVICE; default CUDA when available). `precision` "fp32"
-    (default, exact), "bf16" or "fp16" (autocast matmuls). `warm_up` runs a 2 s dummy
-    input once so the first request is as fast as later ones.
+    `model` is a hub id or a local checkpoint folder (default "iic/emotion2vec_plus_large");
+    `hub` "ms" (ModelScope, default) or "hf"; `device` "cpu", "cuda", "cuda:1", ...
+    (default CUDA when available). `precision` "fp32" (default, exact), "bf16" or "fp16"
+    (autocast matmuls). `limits` bounds each input's file size and duration (default:
+    `AudioLimits()`, 1 GiB and 3 hours). `warm_up` runs a 2 s dummy input once so the
+    first request is as fast as later ones. Nothing is read from the environment.
     """
     from .model import load_backend  # deferred: imports torch and funasr
 
     backend = load_backend(model, hub, device, precision)
-    recognizer = Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s)
+    recognizer = Recognizer(backend, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits)
     if warm_up:
         recognizer.warm_up()
     return recognizer

@@ -126,7 +126,7 @@ class EmotionResult:
                 runs.append([start, end, label])
         labels = self.labels
         segments = []
-        for start, end, label in runs:
+        for start, end, _ in runs:
             mean_scores = self.frame_scores[start:end].mean(axis=0)
             top = int(mean_scores.argmax())
             segments.append(

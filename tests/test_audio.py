@@ -203,11 +203,56 @@ def test_duration_limit_ignores_a_lying_header(tmp_path):
         load_audio(path, limits=AudioLimits(max_duration_s=2.0))
 
 
-def test_limits_from_environment(monkeypatch):
+def test_the_library_ignores_the_environment(monkeypatch):
     monkeypatch.setenv("E2V_MAX_FILE_MB", "2")
     monkeypatch.setenv("E2V_MAX_DURATION_S", "60")
-    limits = AudioLimits.from_env()
-    assert limits.max_file_bytes == 2 * 1024 * 1024 and limits.max_duration_s == 60.0
+    assert AudioLimits() == AudioLimits(max_file_bytes=1024 * 2**20, max_duration_s=3 * 3600.0)
+
+
+def test_a_crafted_header_cannot_make_the_decoder_allocate_hundreds_of_mb(tmp_path):
+    """A 1 s WAV whose header claims 3 hours: the first buffer is capped, then grows as needed."""
+    import tracemalloc
+
+    samples = (np.sin(np.arange(SAMPLE_RATE) * 0.05) * 8000).astype("<i2").tobytes()
+    claimed = 3 * 3600 * 2 * SAMPLE_RATE  # bytes of 3 hours of 16-bit mono
+    header = b"RIFF" + (36 + claimed).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + SAMPLE_RATE.to_bytes(4, "little")
+    header += (2 * SAMPLE_RATE).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + claimed.to_bytes(4, "little")
+    path = tmp_path / "claims_three_hours.wav"
+    path.write_bytes(header + samples)
+    tracemalloc.start()
+    try:
+        load_audio(path)
+    except CorruptAudioError:
+        pass  # the header promises more than is there: refused, which is fine
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated for a {path.stat().st_size} byte file"
+
+
+def test_a_tuple_must_be_one_array_and_its_rate(wav_clip):
+    from emotion2vec_ui.errors import InvalidSamplesError
+
+    waveform = np.zeros(16_000, dtype=np.float32)
+    assert load_audio((waveform, 16_000)).duration_s == load_audio((16_000, waveform)).duration_s == 1.0
+    for bad in [(str(wav_clip), str(wav_clip)), (waveform, waveform), (waveform, 16_000, 1), (16_000, 16_000)]:
+        with pytest.raises(InvalidSamplesError, match="numpy_array, sample_rate"):
+            load_audio(bad)
+
+
+def test_an_unreadable_file_is_a_read_error(wav_clip, tmp_path):
+    import os
+
+    from emotion2vec_ui.errors import AudioReadError
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file whatever its permissions")
+    locked = tmp_path / "locked.wav"
+    locked.write_bytes(wav_clip.read_bytes())
+    locked.chmod(0)
+    with pytest.raises(AudioReadError, match="cannot be read"):
+        load_audio(locked)
 
 
 def test_unsupported_input_type():

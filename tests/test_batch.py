@@ -171,7 +171,7 @@ def test_other_settings_into_the_same_table_are_refused(corpus, tiny_checkpoint,
 
 def test_manifests_csv_dedup_and_errors(corpus, tmp_path):
     table = tmp_path / "calls.csv"
-    table.write_text("speaker,path\nx,%s\ny,%s\n" % (corpus["good"][0], corpus["good"][0]), encoding="utf-8")
+    table.write_text(f"speaker,path\nx,{corpus['good'][0]}\ny,{corpus['good'][0]}\n", encoding="utf-8")
     found = discover_inputs([table, corpus["good"][0], corpus["calls"]])
     paths = [item.path for item in found]
     assert len(paths) == len(set(paths)) == 4 and paths[0] == str(corpus["good"][0].resolve())
@@ -194,13 +194,15 @@ def test_rows_without_a_table_and_saved_folders(corpus, tiny_model, tmp_path):
 def test_the_command_as_a_user_runs_it(corpus, tiny_checkpoint, tmp_path):
     out = tmp_path / "results.csv"
     command = [sys.executable, "-m", "emotion2vec_ui", "batch", str(corpus["calls"]), str(corpus["manifest"]),
-               "--out", str(out), *model_args(tiny_checkpoint)]
+               "--out", str(out), "--save-folders", "--output-dir", str(tmp_path / "folders"), *model_args(tiny_checkpoint)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert done.stdout.strip().startswith("done 5, skipped 0, failed 1 -> ")
     assert "missing.wav\tERROR\t" in done.stderr
     rows = rows_by_path(out)
     assert len(rows) == 6 and sum(bool(row["error"]) for row in rows.values()) == 1
+    folders = sorted(row["output_dir"] for row in rows.values() if not row["error"])
+    assert folders == sorted(str(p) for p in (tmp_path / "folders").iterdir())
 
 
 # -- interrupted runs -----------------------------------------------------------------

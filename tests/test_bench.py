@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,12 @@ def test_tiny_benchmark_prints_the_table(tmp_path):
     cells = table_row(out, "clip-set throughput, default")
     assert re.fullmatch(f"{NUMBER} audio s/s", cells[1]) and re.fullmatch(f"{NUMBER} audio s/s", cells[2])
     assert cells[4] == ">= 1.5x reference" and cells[5] in ("met", "NOT MET")
-    assert "failed: m4a x1" in table_row(out, "clip-set throughput, default (fp32): all 4 clips")[2]
+    # The reference (librosa) reads M4A only through a system ffmpeg: expect what this machine has.
+    reference_outcome = table_row(out, "clip-set throughput, default (fp32): all 4 clips")[2]
+    if shutil.which("ffmpeg"):
+        assert "failed" not in reference_outcome, reference_outcome
+    else:
+        assert "failed: m4a x1" in reference_outcome, reference_outcome
 
     # The long file, its peak memory against the 4 GB target, and the 30 s parts comparison.
     assert re.fullmatch(f"{NUMBER} s", table_row(out, "40 s file, frame: time")[1])

@@ -146,7 +146,10 @@ def test_bad_file_shows_a_toast_naming_it_and_the_page_goes_on(page, tmp_path):
     page.get_by_role("button", name=RUN).click()
     toast = page.locator("[data-testid=toast-text]")
     expect(toast).to_contain_text("meeting_notes.wav: not a recognised audio file")
-    expect(toast).to_contain_text("无法使用这段音频")
+    # The page itself says so too: the headline and the processing log, not only a passing toast.
+    expect(page.locator("#e2v-headline")).to_contain_text("无法使用这段音频 Cannot use this audio")
+    expect(page.locator("#e2v-headline")).to_contain_text("meeting_notes.wav: not a recognised audio file")
+    expect(page.locator("#e2v-log textarea")).to_have_value(re.compile("^错误 Error: meeting_notes.wav: not a recognised"))
     assert str(tmp_path) not in toast.inner_text() and "/gradio" not in toast.inner_text()
     expect(toast).to_be_visible()
     page.wait_for_timeout(800)  # let the toast finish sliding in
@@ -184,4 +187,5 @@ def test_microphone_recording(page):
 
 def test_no_audio_is_a_clear_message(page):
     page.get_by_role("button", name=RUN).click()
-    expect(page.locator("[data-testid=toast-text]")).to_contain_text("Please upload or record an audio clip first")
+    expect(page.locator("[data-testid=toast-text]")).to_contain_text("No audio: upload or record an audio clip first")
+    expect(page.locator("#e2v-headline")).to_contain_text("请先上传或录制一段音频")

@@ -181,11 +181,19 @@ def test_unreachable_hub_says_what_to_do(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
-def test_environment_chooses_model_and_device(monkeypatch, tiny_checkpoint):
+def test_settings_from_the_environment_choose_model_and_device(monkeypatch, tiny_checkpoint):
+    from emotion2vec_ui.settings import default_settings, resolve
+
     monkeypatch.setenv("E2V_MODEL", str(tiny_checkpoint))
     monkeypatch.setenv("E2V_DEVICE", "cpu")
-    model = load_model()
+    monkeypatch.setenv("E2V_MAX_DURATION_S", "1.5")
+    import argparse
+
+    settings = resolve(argparse.Namespace(), "cli")
+    assert settings != default_settings("cli")
+    model = load_model(settings.model, **settings.engine_options())
     assert model.model_name == tiny_checkpoint.name and model.device == "cpu"  # no server path
+    assert model.limits.max_duration_s == 1.5
 
 
 def test_device_choice(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 
 import numpy as np
@@ -11,6 +12,7 @@ import soundfile as sf
 
 from emotion2vec_ui import load_audio, save_recognition
 from emotion2vec_ui import outputs as outputs_module
+from emotion2vec_ui.errors import OutputWriteError
 
 NOON = datetime(2026, 5, 17, 12, 0, 5)
 
@@ -22,8 +24,8 @@ def test_folder_contents_utterance(tiny_model, wav_clip, tmp_path):
     assert folder == tmp_path / "outputs" / "outputs_20260517_120005"
     assert sorted(p.name for p in folder.iterdir()) == ["embedding.npy", "processed_audio.wav", "result.json"]
     waveform, rate = sf.read(folder / "processed_audio.wav", dtype="float32")
-    assert rate == 16_000 and waveform.ndim == 1
-    np.testing.assert_array_equal(waveform, audio.waveform)
+    assert rate == 16_000 and waveform.ndim == 1 and sf.info(folder / "processed_audio.wav").subtype == "PCM_16"
+    np.testing.assert_allclose(waveform, audio.waveform, atol=1 / 32768)
     np.testing.assert_array_equal(np.load(folder / "embedding.npy"), result.embedding)
     data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     assert data["emotion"] == result.emotion and data["confidence"] == result.confidence
@@ -69,7 +71,7 @@ def test_a_failed_save_leaves_nothing_behind(tiny_model, wav_clip, tmp_path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outputs_module.np, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OutputWriteError, match="No space left"):
         save_recognition(result, audio, tmp_path, now=NOON)
     assert list(tmp_path.iterdir()) == []
 
@@ -80,3 +82,62 @@ def test_frame_scores_are_one_row_per_line(tiny_model, wav_clip, tmp_path):
     lines = (folder / "result.json").read_text(encoding="utf-8").splitlines()
     rows = [line for line in lines if line.startswith("    [")]
     assert len(rows) == len(result.frame_scores)
+
+
+def test_audio_beyond_full_scale_is_kept_as_float_and_old_float_files_still_load(tiny_model, tmp_path):
+    loud = np.sin(np.arange(16_000, dtype=np.float32) * 0.01) * 1.5  # (N,) peaks at 1.5
+    result = tiny_model.predict((loud, 16_000))
+    folder = save_recognition(result, loud, tmp_path)
+    assert sf.info(folder / "processed_audio.wav").subtype == "FLOAT"
+    np.testing.assert_array_equal(load_audio(folder / "processed_audio.wav").waveform, loud)
+
+
+def test_folders_and_files_follow_the_umask(tiny_model, wav_clip, tmp_path):
+    audio = load_audio(wav_clip)
+    result = tiny_model.predict(audio, embedding=True)
+    old = os.umask(0o077)
+    try:
+        folder = save_recognition(result, audio, tmp_path)
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o600}
+
+
+def test_a_nearly_full_disk_is_refused_before_any_work(tmp_path):
+    outputs_module.check_free_space(tmp_path / "new", 1)
+    with pytest.raises(OutputWriteError, match="disk is nearly full"):
+        outputs_module.check_free_space(tmp_path, 2**62)
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+import numpy as np
+from emotion2vec_ui import load_model, save_recognition
+from emotion2vec_ui import outputs
+model = load_model(sys.argv[1], device="cpu", warm_up=False)
+result = model.predict(sys.argv[2], embedding=True)
+outputs.np.save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # dies half-way through the save
+save_recognition(result, np.zeros(16_000, dtype=np.float32), sys.argv[3])
+"""
+
+
+def test_a_save_killed_half_way_is_swept_at_the_next_start(tiny_checkpoint, wav_clip, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from emotion2vec_ui.cli import main
+
+    out = tmp_path / "outputs"
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(tiny_checkpoint), str(wav_clip), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (left,) = out.iterdir()
+    assert left.name.startswith(".incomplete_") and (left / "processed_audio.wav").exists()
+    in_progress = out / f".incomplete_{os.getpid()}_0123"  # this live process's save: kept
+    in_progress.mkdir()
+    assert main(["predict", str(wav_clip), "--model", str(tiny_checkpoint), "--device", "cpu",
+                 "--output-dir", str(out), "--quiet"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 2 and names[0] == in_progress.name and names[1].startswith("outputs_")

@@ -178,9 +178,10 @@ def test_uploads_over_the_size_limit_are_refused(ui_server, tmp_path):  # noqa: 
 
 def test_recognitions_share_one_queued_model_slot(tiny_model, tmp_path):
     """Both model events (page button and /predict) run one at a time, in a bounded queue."""
+    from emotion2vec_ui.settings import default_settings
     from emotion2vec_ui.ui import MODEL_CONCURRENCY_ID, build_demo
 
-    demo = build_demo(tiny_model, output_root=tmp_path, queue_size=7)
+    demo = build_demo(tiny_model, default_settings("server", output_dir=str(tmp_path), queue_size=7))
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
     assert len(model_events) == 2 and all(fn.concurrency_limit == 1 for fn in model_events)
     public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
@@ -226,7 +227,7 @@ def frame_result(seconds: float, seed: int = 0):
 
 @pytest.mark.parametrize("seconds, step_s, window_s, points", [(4.65, 0.1, 0.1, 46), (30, 0.1, 0.5, 300), (600, 2.0, 10.0, 300)])
 def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points):
-    from emotion2vec_ui.ui import emotion_track
+    from emotion2vec_ui.ui_views import emotion_track
 
     track, step, window = emotion_track(frame_result(seconds))
     assert (step, window) == (step_s, window_s)
@@ -237,7 +238,7 @@ def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points)
 
 
 def test_page_helpers():
-    from emotion2vec_ui.ui import headline_html, page_json, segment_min_s, segment_table
+    from emotion2vec_ui.ui_views import headline_html, page_json, segment_min_s, segment_table
 
     result = frame_result(600)
     assert segment_min_s(30) == 0.5 and segment_min_s(600) == 5.0
@@ -252,3 +253,76 @@ def test_page_helpers():
     card = headline_html(result)
     assert "&lt;b&gt;odd&lt;/b&gt; name.wav" in card and "<b>odd" not in card
     assert f"{result.display} " in card and f"置信度: {result.confidence:.1%}" in card
+
+
+# -- the handlers, without a server --------------------------------------------------------
+
+
+@pytest.fixture
+def handlers(tiny_model, tmp_path):
+    from emotion2vec_ui.settings import default_settings
+    from emotion2vec_ui.ui import Handlers
+
+    return Handlers(tiny_model, default_settings("server", output_dir=str(tmp_path / "outputs")))
+
+
+def test_handlers_answer_the_page_and_the_api(handlers, wav_clip, tmp_path):
+    data, files = handlers.api_predict(str(wav_clip), "frame", True)
+    assert data["granularity"] == "frame" and sorted(Path(f).name for f in files) == [
+        "embedding.npy", "processed_audio.wav", "result.json"]
+    headline, scores, log, frame_mode, track, legend, segments, shown, page_files = handlers.page_recognize(
+        str(wav_clip), "utterance", False)
+    assert frame_mode is False and track is None and len(page_files) == 2
+    assert "MB written" in log.splitlines()[-2]
+
+
+@pytest.mark.parametrize("audio, granularity, embedding, words", [
+    (None, "utterance", False, "No audio"),
+    ({"path": "x"}, "utterance", False, "must be an uploaded file"),
+    ("x.wav", "sentence", False, "granularity must be one of"),
+    ("x.wav", "utterance", "false", "embedding must be true or false"),
+    ("/no/such/file.wav", "utterance", False, "file.wav: no such file"),
+])
+def test_handlers_refuse_with_a_message_and_write_nothing(handlers, audio, granularity, embedding, words, tmp_path):
+    from emotion2vec_ui.ui import UserFacingError
+
+    with pytest.raises(UserFacingError, match=words):
+        handlers.api_predict(audio, granularity, embedding)
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_a_bug_is_logged_with_its_traceback_and_the_user_told_plainly(handlers, wav_clip, caplog, monkeypatch):
+    from emotion2vec_ui.ui import UserFacingError
+
+    def broken(*args, **kwargs):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(handlers.model, "recognize", broken)
+    with pytest.raises(UserFacingError, match="a bug, logged on the server"):
+        handlers.api_predict(str(wav_clip), "utterance", False)
+    assert any(record.exc_info for record in caplog.records if record.levelname == "ERROR")
+
+
+def test_failed_logins_wait_longer_each_time():
+    import asyncio
+
+    from emotion2vec_ui.ui import LOGIN_MAX_DELAY_S, LoginGuard
+
+    now = [0.0]
+    guard = LoginGuard("alice", "pw", clock=lambda: now[0])
+    delays = []
+    for _ in range(12):
+        delays.append(guard.delay_s())
+        guard.failures.append(now[0])
+    assert delays == sorted(delays) and delays[0] < delays[3] and delays[-1] == LOGIN_MAX_DELAY_S
+    now[0] += 3600  # an hour later the failures are forgotten
+    assert guard.delay_s() == delays[0]
+    assert asyncio.run(guard.check("alice", "pw")) is True
+
+
+def test_the_header_lists_the_checkpoints_own_labels(tiny_model, monkeypatch):
+    from emotion2vec_ui.ui import _header_markdown
+
+    monkeypatch.setattr(type(tiny_model), "labels", property(lambda self: ["angry", "happy", "sad"]))
+    header = _header_markdown(tiny_model)
+    assert "3 emotions" in header and "Neutral" not in header and "Happy" in header

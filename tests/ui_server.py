@@ -68,7 +68,7 @@ def app_env(checkpoint: Path | str, output_dir: Path, temp_dir: Path, **extra: s
     return env
 
 
-def start_server(folder: Path, checkpoint: Path | str, *args: str) -> Server:
+def start_server(folder: Path, checkpoint: Path | str, *args: str, env: dict | None = None) -> Server:
     """Start `python app.py --port <free port> *args` and wait until it serves its page.
 
     Fails the test with the server's output when it exits or is not up within
@@ -80,7 +80,7 @@ def start_server(folder: Path, checkpoint: Path | str, *args: str) -> Server:
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "app.py", "--port", str(port), *args],
-            cwd=REPO, env=app_env(checkpoint, output_dir, folder / "gradio"), stdout=out, stderr=err,
+            cwd=REPO, env=app_env(checkpoint, output_dir, folder / "gradio", **(env or {})), stdout=out, stderr=err,
         )
     server = Server(process, f"http://127.0.0.1:{port}/", output_dir, stdout_path, stderr_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -91,6 +91,9 @@ def start_server(folder: Path, checkpoint: Path | str, *args: str) -> Server:
             with urllib.request.urlopen(server.url + "config", timeout=5) as response:
                 if response.status == 200:
                     return server
+        except urllib.error.HTTPError as e:
+            if e.code == 401:  # up, behind a login
+                return server
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.5)

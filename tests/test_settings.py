@@ -1,0 +1,94 @@
+"""The one source of settings: flags, environment, defaults, allowed values, and the README's tables."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from emotion2vec_ui.settings import (
+    OPTIONS,
+    add_options,
+    default_settings,
+    parse_settings,
+    read_auth,
+    settings_table,
+)
+
+PACKAGE = Path(__file__).resolve().parents[1] / "emotion2vec_ui"
+README = PACKAGE.parent / "README.md"
+
+
+def parse(program: str, argv: list[str], environ: dict):
+    parser = argparse.ArgumentParser()
+    add_options(parser, program)
+    return parse_settings(parser, program, argv, environ)[1]
+
+
+def test_flag_beats_environment_beats_default():
+    assert parse("cli", [], {}).window_s == 30.0
+    assert parse("cli", [], {"E2V_WINDOW_S": "20"}).window_s == 20.0
+    assert parse("cli", ["--window-s", "10"], {"E2V_WINDOW_S": "20"}).window_s == 10.0
+
+
+def test_a_shared_server_accepts_less_than_the_command_line():
+    server, cli = default_settings("server"), default_settings("cli")
+    assert server.max_file_mb < cli.max_file_mb and server.max_duration_s < cli.max_duration_s
+    limits = server.engine_options()["limits"]
+    assert limits.max_file_bytes == server.max_file_bytes and limits.max_duration_s == server.max_duration_s
+
+
+@pytest.mark.parametrize("argv, environ, expected", [
+    (["--window-s", "300"], {}, "--window-s: '300' must be between 5 and 60"),
+    ([], {"E2V_WINDOW_S": "abc"}, "E2V_WINDOW_S: 'abc' is not a valid value"),
+    ([], {"E2V_PRECISION": "fp8"}, "E2V_PRECISION: 'fp8' is not one of fp32, bf16, fp16"),
+    (["--max-file-mb", "0"], {}, "--max-file-mb: '0' must be positive"),
+    ([], {"E2V_PORT": "70000"}, "E2V_PORT: '70000' must be 1-65535"),
+    ([], {"E2V_AUTH": "no-colon"}, "user:password"),
+])
+def test_bad_values_end_the_program_naming_the_flag_or_variable(argv, environ, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse("server", argv, environ)
+    assert exited.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_the_password_can_come_from_a_file(tmp_path):
+    secret = tmp_path / "login"
+    secret.write_text("alice:s3cret:with:colons\n")
+    settings = parse("server", [], {"E2V_AUTH_FILE": str(secret)})
+    assert settings.auth == ("alice", "s3cret:with:colons")
+    assert read_auth("bob:pw", str(secret)) == ("bob", "pw")  # an explicit login wins
+    with pytest.raises(ValueError, match="cannot read"):
+        read_auth(None, str(tmp_path / "missing"))
+
+
+def test_every_option_is_named_consistently():
+    for option in OPTIONS:
+        assert option.env == "E2V_" + option.name.upper(), option
+        assert option.flag == "--" + option.name.replace("_", "-")
+    assert len({option.env for option in OPTIONS}) == len(OPTIONS)
+
+
+@pytest.mark.parametrize("program", ["server", "cli"])
+def test_the_readme_tables_are_the_settings(program):
+    assert settings_table(program) in README.read_text(encoding="utf-8"), (
+        f"README's {program} settings table differs; paste settings.settings_table({program!r})"
+    )
+
+
+def test_only_the_settings_module_reads_the_environment():
+    readers = [
+        path.name for path in PACKAGE.glob("*.py")
+        if path.name != "settings.py" and re.search(r"os\.environ|getenv\(", path.read_text(encoding="utf-8"))
+        and not _only_hub_cache_variables(path)
+    ]
+    assert readers == []
+
+
+def _only_hub_cache_variables(path: Path) -> bool:
+    """model.py may read the hub clients' own cache variables to name their folder in messages."""
+    names = re.findall(r"os\.environ\.get\(\"(\w+)\"", path.read_text(encoding="utf-8"))
+    return bool(names) and all(not name.startswith("E2V_") for name in names)
