@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clip-max-s", type=float, default=20.0, help="longest clip in seconds (default 20)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each engine (default 2; the best is kept)")
     parser.add_argument("--ray", action="store_true", help="also run the Ray engine locally")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: the per-worker rate of a GPU")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs for the local Ray (default: all)")
     parser.add_argument("--cache", type=Path, default=BENCH / "cache", help="where the checkpoint and clips are kept")
     return parser.parse_args(argv)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from emotion2vec_ui import load_model
 
-    load_s, model = timed(lambda: load_model(inputs["checkpoint"], device="cpu"))
+    load_s, model = timed(lambda: load_model(inputs["checkpoint"], device=args.device))
     model.predict_batch(paths[:2], on_error="return")  # libraries and kernels warmed on real clips
     times: dict[str, list[float]] = {"predict_batch": [], "batch": []}
     with tempfile.TemporaryDirectory(prefix="e2v-batch-bench-") as tmp:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         best = {name: min(values) for name, values in times.items()}
         ray_row = run_ray(args, inputs, paths, Path(tmp)) if args.ray else None
 
-    print(f"Machine: {machine()}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
+    print(f"Machine: {machine()}, device {args.device}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"1-min load average {load_start:.1f} at start, {load_average():.1f} at end")
     print(f"Clips: {len(paths)} ({audio_s:.0f} s of audio, 1 to {args.clip_max_s:.0f} s each, mixed formats); "
           f"checkpoint {args.size} (random weights); best of {args.repeats}; model load {load_s:.1f} s\n")
@@ -121,9 +122,11 @@ def run_ray(args, inputs, paths, tmp: Path) -> dict:
     from emotion2vec_ui.batch_ray import run_batch_ray
 
     init_s, _ = timed(lambda: ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False))
+    gpus = 1 if args.device.startswith("cuda") else 0
     try:
         job_s, summary = timed(lambda: run_batch_ray(paths, tmp / "ray.parquet", model=inputs["checkpoint"],
-                                                     workers=1, cpus_per_worker=args.cpus))
+                                                     engine_options={"device": args.device}, workers=1,
+                                                     gpus_per_worker=gpus, cpus_per_worker=args.cpus))
     finally:
         ray.shutdown()
     if summary.done != len(paths) or summary.failed:
