@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+from .batch import add_batch_command, run_batch_command
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
 from .settings import Settings, add_options, configure_logging, resolve
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print one JSON object per file (errors too, on stdout)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     add_options(predict, "cli")
+
+    add_batch_command(commands)
 
     build = commands.add_parser("build-checkpoint", help="write a random-weight checkpoint folder")
     build.add_argument("folder", help="folder to write config.yaml, tokens.txt, configuration.json, model.pt")
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "export-onnx":
         return _export_onnx(args, settings)
+    if args.command == "batch":
+        return run_batch_command(args, settings)
     return _predict(args, settings)
 
 
