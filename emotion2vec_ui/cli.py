@@ -104,7 +104,7 @@ def _format(rec, folder, as_json: bool) -> str:
         return json.dumps(data, ensure_ascii=False)
     line = f"{rec.name}\t{result.emotion}\t{result.confidence:.3f}\t{result.display}\t{result.duration_s:.2f}s"
     if result.granularity == "frame":
-        segments = result.segments(min_duration_s=0.5)
+        segments = result.frame_runs(min_duration_s=0.5)
         line += f"\t{len(result.frame_scores)} frames, {len(segments)} segments"
     return line + (f"\t{folder}" if folder else "")
 
