@@ -3,7 +3,8 @@
     outputs/outputs_YYYYMMDD_HHMMSS[_N]/
         processed_audio.wav   the 16 kHz mono waveform the model saw (32-bit float WAV)
         result.json           emotion, confidence, scores, granularity, timestamp, ...
-        embedding.npy         only when asked: (D,) utterance or (T, D) frame features
+        embedding.npy         only when asked: (D,) utterance, (T, D) frame or (S, D) segment features
+        segments.csv/.srt/.vtt  segment mode only: the segment table and subtitles (subtitles.py)
 
 A folder is written under a hidden temporary name and renamed into place, so it
 appears complete or not at all; an existing folder is never overwritten (a second
@@ -25,6 +26,7 @@ import soundfile as sf
 
 from .audio import SAMPLE_RATE, Audio
 from .results import EmotionResult
+from .subtitles import write_segment_files
 
 DEFAULT_OUTPUT_ROOT = "outputs"
 FOLDER_PREFIX = "outputs_"
@@ -58,6 +60,8 @@ def save_recognition(
         if result.embedding is not None:
             np.save(staging / EMBEDDING_FILE, result.embedding.astype(np.float32))
             data["embedding_file"] = EMBEDDING_FILE
+        if result.granularity == "segment":
+            data.update(write_segment_files(result, staging))
         data["audio_file"] = AUDIO_FILE
         (staging / RESULT_FILE).write_text(result_json(data), encoding="utf-8")
         os.chmod(staging, 0o755)
