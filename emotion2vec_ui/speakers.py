@@ -6,7 +6,8 @@ averaged per segment. Segments are grouped by average-linkage clustering on cosi
 distance; with the number of speakers unknown, one speaker is kept when even the two
 most different groups are close, otherwise the count with the best silhouette wins.
 A segment whose partial windows follow two speakers in turn is split where the voice
-changes (at the quietest 32 ms there), or flagged when the runs are too short to split.
+changes (in the quietest 160 ms where the last window of one voice and the first of the
+next overlap), or flagged when the runs are too short to split.
 torch and resemblyzer are imported on first use only.
 """
 
@@ -26,7 +27,8 @@ MAX_SPEAKERS = 8  # most speakers "auto" looks for
 SAME_SPEAKER_DISTANCE = 0.3  # cosine distance: groups closer than this are one speaker
 MIN_RUN_PARTIALS = 2  # a voice change is split only when both sides hold this many partials
 MIN_PIECE_S = 0.5  # no split leaves a piece shorter than this
-QUIET_CHUNK = 512  # samples: the resolution of the quietest-point search (32 ms)
+QUIET_CHUNK = 256  # samples: the resolution of the quietest-point search (16 ms)
+QUIET_SPAN = 10  # chunks: a voice change is cut in the quietest 160 ms, a pause rather than a stop consonant
 
 
 @dataclass
@@ -183,9 +185,11 @@ def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, wavefor
     window = _partial_window_samples()
     cuts = [item.start]
     for (_, end_a, _), (first_b, _, _) in zip(merged, merged[1:]):
-        centre_a = item.start + int(item.partial_starts[end_a - 1]) + window // 2
-        centre_b = item.start + int(item.partial_starts[first_b]) + window // 2
-        cuts.append(_quietest(waveform, centre_a, centre_b, item.stop))
+        # the change lies after the start of the last window that sounds like the first voice
+        # and before the end of the first window that sounds like the next
+        lo = item.start + int(item.partial_starts[end_a - 1])
+        hi = item.start + int(item.partial_starts[first_b]) + window
+        cuts.append(_quietest(waveform, max(lo, cuts[-1]), hi, item.stop))
     cuts.append(item.stop)
     pieces: list[list[int]] = []
     for a, b, (_, _, speaker) in zip(cuts, cuts[1:], merged):
@@ -205,13 +209,14 @@ def _partial_window_samples() -> int:
 
 
 def _quietest(waveform: np.ndarray, lo: int, hi: int, limit: int) -> int:
-    """Start of the quietest QUIET_CHUNK within [lo, hi) (clipped to the waveform and `limit`)."""
+    """Middle of the quietest QUIET_SPAN chunks within [lo, hi) (clipped to the waveform and `limit`)."""
     lo, hi = max(lo, 0), min(hi, limit, len(waveform))
     count = (hi - lo) // QUIET_CHUNK
-    if count < 1:
+    if count < QUIET_SPAN:
         return (lo + hi) // 2
     energy = np.square(waveform[lo : lo + count * QUIET_CHUNK].reshape(count, QUIET_CHUNK)).mean(axis=1)
-    return lo + int(np.argmin(energy)) * QUIET_CHUNK + QUIET_CHUNK // 2
+    spans = np.convolve(energy, np.ones(QUIET_SPAN), mode="valid")  # (count - QUIET_SPAN + 1,)
+    return lo + (int(np.argmin(spans)) * QUIET_CHUNK + QUIET_SPAN * QUIET_CHUNK // 2)
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int, int]]:
