@@ -80,9 +80,9 @@ def recognize_segments(
         names = _names(speaker_names, count, "S", exact=speakers != "auto", at_least=found)
     bounds = [(int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))) for start, end, _, _ in pieces]
     cuts = [
-        Audio(waves[channel][a:b], f"{audio.name} {a / SAMPLE_RATE:.2f}-{b / SAMPLE_RATE:.2f} s",
-              SAMPLE_RATE, 1, audio.source_format)
-        for (a, b), (_, _, channel, _) in zip(bounds, pieces)
+        Audio(waves[speaker if speakers == "channels" else 0][a:b],
+              f"{audio.name} {a / SAMPLE_RATE:.2f}-{b / SAMPLE_RATE:.2f} s", SAMPLE_RATE, 1, audio.source_format)
+        for (a, b), (_, _, speaker, _) in zip(bounds, pieces)
     ]
     emotion_started = time.perf_counter()
     scaled = (lambda f, text: progress(SEARCH_SHARE + (1 - SEARCH_SHARE) * f, text)) if progress else None
