@@ -27,6 +27,8 @@ DEFAULT_JOIN_GAP_S = 0.5  # pauses shorter than this do not end a segment
 DEFAULT_MAX_SEGMENT_S = 20.0  # longer speech is split at its quietest point (model window: 30 s)
 DEFAULT_PAD_S = 0.05  # added before and after each segment
 SPLIT_SEARCH_FROM = 0.5  # a long segment is cut in the last (1 - this) of its first max_segment_s
+ROW_S = 30.0  # a longer recording runs as a batch of rows of this many seconds (the detector is sequential)
+WARM_UP_CHUNKS = 32  # each row first re-reads the 1.024 s before it, so its state has settled
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,32 @@ _model = None
 _model_lock = threading.Lock()  # the detector keeps state between chunks: one caller at a time
 
 
-def speech_probabilities(waveform: np.ndarray) -> np.ndarray:
-    """(N,) float32 16 kHz -> (ceil(N / 512),) speech probability per 32 ms chunk."""
+def speech_probabilities(waveform: np.ndarray, row_s: float = ROW_S) -> np.ndarray:
+    """(N,) float32 16 kHz -> (ceil(N / 512),) speech probability per 32 ms chunk.
+
+    The detector reads one chunk after another; a recording longer than `row_s` is cut
+    into rows of `row_s` run side by side as one batch, each row starting WARM_UP_CHUNKS
+    early (the first after as much silence) and dropping those chunks' probabilities.
+    """
     import torch
 
+    total = -(-len(waveform) // CHUNK)
+    row_chunks = max(int(row_s / CHUNK_S), 1)
+    if total <= row_chunks:
+        batch = np.ascontiguousarray(waveform, dtype=np.float32)[None]
+        skip = 0
+    else:
+        rows = -(-total // row_chunks)
+        skip = WARM_UP_CHUNKS
+        padded = np.zeros((skip + rows * row_chunks) * CHUNK, dtype=np.float32)
+        padded[skip * CHUNK : skip * CHUNK + len(waveform)] = waveform
+        batch = np.stack([padded[r * row_chunks * CHUNK : ((r + 1) * row_chunks + skip) * CHUNK] for r in range(rows)])
     model = _load_model()
     with _model_lock, torch.inference_mode():
         model.reset_states()
-        probs = model.audio_forward(torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), SAMPLE_RATE)
+        probs = model.audio_forward(torch.from_numpy(batch), SAMPLE_RATE)
         model.reset_states()
-    return probs[0].numpy().astype(np.float32)
+    return probs[:, skip:].reshape(-1)[:total].numpy().astype(np.float32)
 
 
 def detect_speech(waveform: np.ndarray, settings: VadSettings | None = None) -> list[tuple[float, float]]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui.audio import SAMPLE_RATE
-from emotion2vec_ui.vad import VadSettings, detect_speech, speech_regions
+from emotion2vec_ui.vad import CHUNK, VadSettings, detect_speech, speech_probabilities, speech_regions
 
-from .speech import assemble, example_clip, line
+from .speech import DIALOGUE, assemble, example_clip, line
 
 EDGE_TOLERANCE_S = 0.3
 
@@ -72,3 +72,14 @@ def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         VadSettings(**bad)
 
+
+
+def test_rows_run_side_by_side_agree_with_one_pass():
+    waveform, regions = assemble([(voice, line(voice, text)) for voice, text in DIALOGUE], [0.7, *[1.0] * 7])
+    one_pass = speech_probabilities(waveform, row_s=3600.0)
+    rows = speech_probabilities(waveform, row_s=5.0)
+    assert rows.shape == one_pass.shape == (-(-len(waveform) // CHUNK),)
+    assert np.abs(rows - one_pass).mean() < 0.02  # the detector's state remembers more than the warm-up
+    batched, sequential = (speech_regions(p, waveform, VadSettings()) for p in (rows, one_pass))
+    assert len(batched) == len(sequential) == len(regions)
+    np.testing.assert_allclose(batched, sequential, atol=2 * CHUNK / SAMPLE_RATE)
