@@ -10,7 +10,7 @@ and noise between segments are never scored.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

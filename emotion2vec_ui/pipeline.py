@@ -324,9 +324,10 @@ class Recognizer:
         if granularity != "segment":
             return self.recognize([r.audio for r in recs], granularity, embedding, progress)
         results = []
-        for rec in recs:
+        for number, rec in enumerate(recs):
             try:
-                results.append(self.recognize([rec.audio], granularity, embedding, None,
+                own_progress = _scaled(progress, number / len(recs), 1 / len(recs))
+                results.append(self.recognize([rec.audio], granularity, embedding, own_progress,
                                               speakers=speakers, speaker_names=speaker_names)[0])
             except Emotion2vecError as e:
                 rec.error = e

@@ -6,7 +6,7 @@ regions [(start_s, end_s, who)], measured on the clean pieces before they are jo
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ DIALOGUE = [
 Region = tuple[float, float, str]
 
 
-@lru_cache(maxsize=None)
+@cache
 def line(voice: str, text: str) -> np.ndarray:
     """`text` in an espeak-ng voice, its leading and trailing silence cut off."""
     wave = speak(text, voice)
