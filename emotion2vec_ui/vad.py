@@ -1,16 +1,18 @@
 """Speech segments of a 16 kHz mono waveform, found with Silero VAD (weights ship in its wheel).
 
-The detector gives a speech probability per 32 ms chunk; `speech_regions` turns that
-track into segments in plain numpy: hysteresis thresholds, short gaps joined, short
-blips dropped, a little padding, and speech longer than `max_segment_s` split at its
-quietest chunk, so no segment exceeds the model window. torch and silero_vad are
-imported on first use only.
+The detector gives a speech probability per 32 ms chunk (computed here from the
+packaged model's weights, vectorised); `speech_regions` turns that track into segments
+in plain numpy: hysteresis thresholds, short gaps joined, short blips dropped, a
+little padding, and speech longer than `max_segment_s` split at its quietest chunk, so
+no segment exceeds the model window. torch is imported on first use only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,8 +29,14 @@ DEFAULT_JOIN_GAP_S = 0.5  # pauses shorter than this do not end a segment
 DEFAULT_MAX_SEGMENT_S = 20.0  # longer speech is split at its quietest point (model window: 30 s)
 DEFAULT_PAD_S = 0.05  # added before and after each segment
 SPLIT_SEARCH_FROM = 0.5  # a long segment is cut in the last (1 - this) of its first max_segment_s
-ROW_S = 30.0  # a longer recording runs as a batch of rows of this many seconds (the detector is sequential)
-WARM_UP_CHUNKS = 32  # each row first re-reads the 1.024 s before it, so its state has settled
+
+# Silero VAD's 16 kHz network (silero-vad 6.2.3, data/silero_vad.jit)
+SILERO_FILE = "silero_vad.jit"
+CONTEXT = 64  # samples of the previous chunk each chunk is read with
+STFT_HOP = 128  # samples
+CONV_STRIDES = (1, 2, 2, 1)  # the four encoder convolutions (kernel 3, padding 1)
+LSTM_SIZE = 128
+FRONT_END_BATCH = 4096  # chunks per batch of the convolutional front end (about 2 min of audio)
 
 
 @dataclass(frozen=True)
@@ -50,36 +58,41 @@ class VadSettings:
             raise ValueError("min_speech_s, join_gap_s and pad_s must not be negative")
 
 
-_model = None
-_model_lock = threading.Lock()  # the detector keeps state between chunks: one caller at a time
+_weights = None
+_weights_lock = threading.Lock()
 
 
-def speech_probabilities(waveform: np.ndarray, row_s: float = ROW_S) -> np.ndarray:
+def speech_probabilities(waveform: np.ndarray) -> np.ndarray:
     """(N,) float32 16 kHz -> (ceil(N / 512),) speech probability per 32 ms chunk.
 
-    The detector reads one chunk after another; a recording longer than `row_s` is cut
-    into rows of `row_s` run side by side as one batch, each row starting WARM_UP_CHUNKS
-    early (the first after as much silence) and dropping those chunks' probabilities.
+    Silero VAD's own network with its own weights, computed in two passes rather than
+    chunk by chunk: the convolutional front end of every chunk (its 512 samples after
+    the previous chunk's last 64) in batches, then the LSTM over the whole sequence at
+    once. The probabilities are those of the packaged model's `audio_forward`.
     """
     import torch
+    import torch.nn.functional as F
 
-    total = -(-len(waveform) // CHUNK)
-    row_chunks = max(int(row_s / CHUNK_S), 1)
-    if total <= row_chunks:
-        batch = np.ascontiguousarray(waveform, dtype=np.float32)[None]
-        skip = 0
-    else:
-        rows = -(-total // row_chunks)
-        skip = WARM_UP_CHUNKS
-        padded = np.zeros((skip + rows * row_chunks) * CHUNK, dtype=np.float32)
-        padded[skip * CHUNK : skip * CHUNK + len(waveform)] = waveform
-        batch = np.stack([padded[r * row_chunks * CHUNK : ((r + 1) * row_chunks + skip) * CHUNK] for r in range(rows)])
-    model = _load_model()
-    with _model_lock, torch.inference_mode():
-        model.reset_states()
-        probs = model.audio_forward(torch.from_numpy(batch), SAMPLE_RATE)
-        model.reset_states()
-    return probs[:, skip:].reshape(-1)[:total].numpy().astype(np.float32)
+    weights = _load_weights()
+    count = -(-len(waveform) // CHUNK)
+    padded = np.zeros(CONTEXT + count * CHUNK, dtype=np.float32)
+    padded[CONTEXT : CONTEXT + len(waveform)] = waveform
+    samples = torch.from_numpy(padded)
+    offsets = torch.arange(CONTEXT + CHUNK)
+    features = []
+    with torch.inference_mode():
+        for first in range(0, count, FRONT_END_BATCH):
+            starts = torch.arange(first, min(first + FRONT_END_BATCH, count))[:, None] * CHUNK
+            x = F.pad(samples[starts + offsets][:, None], (0, CONTEXT), mode="reflect")  # (b, 1, 640)
+            x = F.conv1d(x, weights["stft"], stride=STFT_HOP)  # (b, 2 * bins, 4): real and imaginary parts
+            bins = x.shape[1] // 2
+            x = torch.sqrt(x[:, :bins] ** 2 + x[:, bins:] ** 2)
+            for i, stride in enumerate(CONV_STRIDES):
+                x = F.relu(F.conv1d(x, weights[f"conv{i}.weight"], weights[f"conv{i}.bias"], stride=stride, padding=1))
+            features.append(x[:, :, 0])  # (b, 128)
+        hidden, _ = weights["lstm"](torch.cat(features)[None])  # (1, count, 128)
+        logits = F.conv1d(F.relu(hidden[0]).T[None], weights["out.weight"], weights["out.bias"])
+    return torch.sigmoid(logits)[0, 0].numpy().astype(np.float32)
 
 
 def detect_speech(waveform: np.ndarray, settings: VadSettings | None = None) -> list[tuple[float, float]]:
@@ -112,24 +125,32 @@ def speech_regions(probs: np.ndarray, waveform: np.ndarray, settings: VadSetting
     return segments
 
 
-def _load_model():
-    """The Silero VAD TorchScript model, loaded once from the weights inside the wheel."""
-    global _model
-    with _model_lock:
-        if _model is None:
+def _load_weights() -> dict:
+    """The 16 kHz network's tensors from the TorchScript file inside the silero-vad wheel, read once.
+
+    The file is only read, never run, and the package itself is not imported: its import
+    sets torch to one thread for the whole process.
+    """
+    global _weights
+    with _weights_lock:
+        if _weights is None:
             import torch
 
-            threads = torch.get_num_threads()
-            try:
-                from silero_vad import load_silero_vad
-            except ImportError as e:
-                raise ImportError(
-                    "Segment mode needs the silero-vad package: pip install silero-vad==6.2.3 --no-deps"
-                ) from e
-            finally:
-                torch.set_num_threads(threads)  # importing silero_vad sets torch to one thread
-            _model = load_silero_vad(onnx=False)
-    return _model
+            spec = importlib.util.find_spec("silero_vad")
+            if spec is None or not spec.submodule_search_locations:
+                raise ImportError("Segment mode needs the silero-vad package: pip install silero-vad==6.2.3")
+            path = Path(spec.submodule_search_locations[0]) / "data" / SILERO_FILE
+            state = torch.jit.load(str(path), map_location="cpu")._model.state_dict()
+            _weights = {"stft": state["stft.forward_basis_buffer"],
+                        "out.weight": state["decoder.decoder.2.weight"], "out.bias": state["decoder.decoder.2.bias"]}
+            for i in range(len(CONV_STRIDES)):
+                for kind in ("weight", "bias"):
+                    _weights[f"conv{i}.{kind}"] = state[f"encoder.{i}.reparam_conv.{kind}"]
+            lstm = torch.nn.LSTM(LSTM_SIZE, LSTM_SIZE, batch_first=True)
+            lstm.load_state_dict({f"{kind}_l0": state[f"decoder.rnn.{kind}"]
+                                  for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+            _weights["lstm"] = lstm.eval()
+    return _weights
 
 
 def _hysteresis_runs(probs: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:

@@ -74,12 +74,16 @@ def test_bad_settings_are_refused(bad):
 
 
 
-def test_rows_run_side_by_side_agree_with_one_pass():
-    waveform, regions = assemble([(voice, line(voice, text)) for voice, text in DIALOGUE], [0.7, *[1.0] * 7])
-    one_pass = speech_probabilities(waveform, row_s=3600.0)
-    rows = speech_probabilities(waveform, row_s=5.0)
-    assert rows.shape == one_pass.shape == (-(-len(waveform) // CHUNK),)
-    assert np.abs(rows - one_pass).mean() < 0.02  # the detector's state remembers more than the warm-up
-    batched, sequential = (speech_regions(p, waveform, VadSettings()) for p in (rows, one_pass))
-    assert len(batched) == len(sequential) == len(regions)
-    np.testing.assert_allclose(batched, sequential, atol=2 * CHUNK / SAMPLE_RATE)
+def test_probabilities_equal_the_packaged_model():
+    """The vectorised network gives what silero-vad's own TorchScript model gives, chunk by chunk."""
+    silero_vad = pytest.importorskip("silero_vad")
+    torch = pytest.importorskip("torch")
+
+    threads = torch.get_num_threads()
+    model = silero_vad.load_silero_vad(onnx=False)  # importing silero_vad sets torch to one thread
+    torch.set_num_threads(threads)
+    waveform, _ = assemble([(voice, line(voice, text)) for voice, text in DIALOGUE[:3]], [0.7, 1.0, 0.4, 0.9])
+    expected = model.audio_forward(torch.from_numpy(waveform), SAMPLE_RATE)[0].numpy()
+    probs = speech_probabilities(waveform)
+    assert probs.shape == expected.shape == (-(-len(waveform) // CHUNK),)
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
