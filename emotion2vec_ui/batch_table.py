@@ -70,7 +70,7 @@ SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()),
 
 def _frame_values(result: EmotionResult) -> dict:
     scores = result.frame_scores.astype(np.float32)
-    return {"num_frames": len(scores), "frame_scores": list(scores), "segments": result.segments(SEGMENT_MIN_S)}
+    return {"num_frames": len(scores), "frame_scores": list(scores), "segments": result.frame_runs(SEGMENT_MIN_S)}
 
 
 # Columns a granularity adds to the base ones: (fields, values of one result). A new

@@ -162,15 +162,19 @@ class Recognizer:
         sample_rate: int | None = None,
         name: str | None = None,
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> EmotionResult:
         """The emotion of one input: a path, bytes, (array, rate), or a decoded `Audio`.
 
-        granularity "utterance" gives one verdict; "frame" adds a 20 ms track. With
-        `embedding=True` the result carries the features: (D,) or (T, D).
+        granularity "utterance" gives one verdict; "frame" adds a 20 ms track; "segment"
+        one verdict per speech segment, with `speakers` None, "channels", "auto" or a count
+        (see conversation.py). With `embedding=True` the result carries the features:
+        (D,), (T, D) or (segments, D).
         """
         _check_granularity(granularity)
-        decoded = self.decode(audio, sample_rate=sample_rate, name=name)
-        return self.recognize([decoded], granularity, embedding, progress)[0]
+        decoded = self.decode(audio, sample_rate=sample_rate, name=name, keep_channels=speakers == "channels")
+        return self.recognize([decoded], granularity, embedding, progress, speakers=speakers, speaker_names=speaker_names)[0]
 
     def predict_batch(
         self,
@@ -180,6 +184,8 @@ class Recognizer:
         *,
         on_error: str = "raise",
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> list[EmotionResult | Emotion2vecError]:
         """Results for many inputs, in input order.
 
@@ -189,7 +195,10 @@ class Recognizer:
         if on_error not in ("raise", "return"):
             raise ValueError('on_error must be "raise" or "return"')
         results = []
-        for rec in self.iter_recognitions(items, granularity, embedding, progress=progress):
+        recognitions = self.iter_recognitions(
+            items, granularity, embedding, progress=progress, speakers=speakers, speaker_names=speaker_names
+        )
+        for rec in recognitions:
             if rec.error is not None and on_error == "raise":
                 raise rec.error
             results.append(rec.error if rec.error is not None else rec.result)
@@ -203,6 +212,8 @@ class Recognizer:
         *,
         names: Iterable[str] | None = None,
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> Iterator[Recognition]:
         """Decode and recognise `items` in chunks, yielding each in input order.
 
@@ -213,23 +224,27 @@ class Recognizer:
         items = list(items)
         names = list(names) if names is not None else [_describe(item) for item in items]
         chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
+        keep = speakers == "channels"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(self._decode_chunk, items, names, chunks[0]) if chunks else None
+            pending = pool.submit(self._decode_chunk, items, names, chunks[0], keep) if chunks else None
             for number in range(len(chunks)):
                 recognitions = pending.result()
                 if number + 1 < len(chunks):
-                    pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1])
+                    pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1], keep)
                 ok = [rec for rec in recognitions if rec.error is None]
                 chunk_progress = _scaled(progress, number / len(chunks), 1 / len(chunks))
-                for rec, result in zip(ok, self.recognize([r.audio for r in ok], granularity, embedding, chunk_progress)):
+                results = self._recognize_each(ok, granularity, embedding, chunk_progress, speakers, speaker_names)
+                for rec, result in zip(ok, results):
                     rec.result = result
                 yield from recognitions
 
-    def decode(self, audio, *, sample_rate: int | None = None, name: str | None = None) -> Audio:
+    def decode(
+        self, audio, *, sample_rate: int | None = None, name: str | None = None, keep_channels: bool = False
+    ) -> Audio:
         """Any accepted input -> `Audio` (16 kHz mono), within this recognizer's limits."""
         if isinstance(audio, Audio):
             return audio
-        return load_audio(audio, sample_rate, name=name, limits=self.limits)
+        return load_audio(audio, sample_rate, name=name, limits=self.limits, keep_channels=keep_channels)
 
     def recognize(
         self,
@@ -237,9 +252,17 @@ class Recognizer:
         granularity: str = "utterance",
         embedding: bool = False,
         progress: ProgressCallback | None = None,
+        *,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> list[EmotionResult]:
         """Results for decoded inputs, their windows run together in length-sorted batches."""
         _check_granularity(granularity)
+        if granularity == "segment":
+            from .conversation import recognize_segments  # deferred: loads the VAD
+
+            return [recognize_segments(self, audio, speakers, speaker_names, embedding, progress=progress)
+                    for audio in audios]
         backend = self.backend
         tracks = []
         for audio in audios:
@@ -307,12 +330,27 @@ class Recognizer:
             source=track.audio.name, embedding=vector, frame_probs=frame_probs,
         )
 
-    def _decode_chunk(self, items: list, names: list[str], indices: range) -> list[Recognition]:
+    def _recognize_each(self, recs, granularity, embedding, progress, speakers, speaker_names) -> list:
+        """`recognize` on the decoded inputs of `recs`; a segment-mode error stays with its input."""
+        if granularity != "segment":
+            return self.recognize([r.audio for r in recs], granularity, embedding, progress)
+        results = []
+        for number, rec in enumerate(recs):
+            try:
+                own_progress = _scaled(progress, number / len(recs), 1 / len(recs))
+                results.append(self.recognize([rec.audio], granularity, embedding, own_progress,
+                                              speakers=speakers, speaker_names=speaker_names)[0])
+            except Emotion2vecError as e:
+                rec.error = e
+                results.append(None)
+        return results
+
+    def _decode_chunk(self, items: list, names: list[str], indices: range, keep_channels: bool = False) -> list[Recognition]:
         recognitions = []
         for i in indices:
             rec = Recognition(index=i, name=names[i])
             try:
-                rec.audio = self.decode(items[i], name=names[i])
+                rec.audio = self.decode(items[i], name=names[i], keep_channels=keep_channels)
             except Emotion2vecError as e:
                 rec.error = e
             recognitions.append(rec)

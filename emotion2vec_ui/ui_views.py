@@ -141,7 +141,7 @@ def segment_table(result: EmotionResult):
             label_for(seg["emotion"]).display,
             f"{seg['confidence']:.1%}",
         ]
-        for seg in result.segments(segment_min_s(result.duration_s))
+        for seg in result.frame_runs(segment_min_s(result.duration_s))
     ]
     return pd.DataFrame(rows, columns=columns)
 
