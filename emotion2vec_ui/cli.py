@@ -14,6 +14,7 @@ import sys
 import time
 
 from .batch import add_batch_command, run_batch_command
+from .conversation import speakers_option
 from .errors import Emotion2vecError
 from .results import GRANULARITIES
 from .settings import Settings, add_options, configure_logging, resolve
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, MP3, M4A, FLAC, OGG, WEBM)")
     predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                          help="one verdict per file (utterance), a 20 ms track (frame) or one per speech segment (segment)")
-    predict.add_argument("--speakers", default=None, type=_speakers, metavar="channels|auto|N",
+    predict.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",
                          help="segment mode: one speaker per channel, speakers found automatically, or N speakers "
                               "(default: one speaker)")
     predict.add_argument("--speaker-names", default=None, type=lambda text: text.split(","), metavar="A,B",
@@ -141,16 +142,6 @@ def _segment_line(segment) -> str:
     flags = " (short)" if segment.short else ""
     return (f"{segment.start_s:.2f}-{segment.end_s:.2f}s\t{segment.speaker}\t{segment.emotion}\t"
             f"{segment.confidence:.3f}\t{segment.display}{flags}")
-
-
-def _speakers(text: str):
-    """--speakers value: "channels", "auto" or a count."""
-    from .conversation import check_speakers
-
-    try:
-        return check_speakers(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 class _ProgressBar:

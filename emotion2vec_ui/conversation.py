@@ -35,6 +35,16 @@ def check_speakers(speakers) -> str | int | None:
     raise ValueError(f'speakers must be None, "channels", "auto" or a number of speakers (1 or more), not {speakers!r}')
 
 
+def speakers_option(text: str):
+    """The --speakers flag's type: "channels", "auto" or a count."""
+    import argparse
+
+    try:
+        return check_speakers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def recognize_segments(
     recognizer,
     audio: Audio,
