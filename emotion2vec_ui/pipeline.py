@@ -124,6 +124,7 @@ class Recognizer:
         context_s: float = DEFAULT_CONTEXT_S,
         batch_s: float | None = None,
         limits: AudioLimits | None = None,
+        vad=None,
     ):
         from .backend_common import check_window
 
@@ -137,6 +138,7 @@ class Recognizer:
         device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
         self.batch_samples = int((batch_s or DEFAULT_BATCH_S[device_kind]) * SAMPLE_RATE)
         self.limits = limits or AudioLimits()
+        self.vad = vad  # vad.VadSettings of segment mode (None: the defaults)
         self._model_lock = threading.Lock()
 
     @property
@@ -261,7 +263,8 @@ class Recognizer:
         if granularity == "segment":
             from .conversation import recognize_segments  # deferred: loads the VAD
 
-            return [recognize_segments(self, audio, speakers, speaker_names, embedding, progress=progress)
+            return [recognize_segments(self, audio, speakers, speaker_names, embedding, vad=self.vad,
+                                       progress=progress)
                     for audio in audios]
         backend = self.backend
         tracks = []
@@ -400,6 +403,7 @@ def load_model(
     limits: AudioLimits | None = None,
     warm_up: bool = True,
     backend: str = "torch",
+    vad=None,
 ) -> Recognizer:
     """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
 
@@ -407,7 +411,8 @@ def load_model(
     `hub` "ms" (ModelScope, default) or "hf"; `device` "cpu", "cuda", "cuda:1", ...
     (default CUDA when available). `precision` "fp32" (default, exact), "bf16" or "fp16"
     (autocast matmuls), "int8" (CPU: quantised transformer linears). `limits` bounds each
-    input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours).
+    input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours). `vad`
+    (vad.VadSettings) tunes segment mode's speech detection.
     `warm_up` runs a 2 s dummy input once so the first request is as fast as later ones.
     `backend="onnx"`: `model` is a folder written by `export-onnx`, run on ONNX Runtime
     without torch or funasr (its precision was chosen at export). Nothing is read from
@@ -426,7 +431,8 @@ def load_model(
         from .model import load_backend  # deferred: imports torch and funasr
 
         engine = load_backend(model, hub, device, precision)
-    recognizer = Recognizer(engine, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits)
+    recognizer = Recognizer(engine, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits,
+                            vad=vad)
     if warm_up:
         recognizer.warm_up()
     return recognizer

@@ -17,16 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .settings import VAD_JOIN_GAP_S, VAD_MAX_SEGMENT_S, VAD_MIN_SPEECH_S, VAD_THRESHOLD
 
 CHUNK = 512  # samples per Silero VAD probability at 16 kHz (32 ms)
 CHUNK_S = CHUNK / SAMPLE_RATE
 
 # Defaults of the segment settings (seconds unless said otherwise).
-DEFAULT_THRESHOLD = 0.5  # speech probability that starts a segment
 HYSTERESIS = 0.15  # a segment ends when the probability falls below threshold - this
-DEFAULT_MIN_SPEECH_S = 0.25  # shorter bursts of speech are dropped
-DEFAULT_JOIN_GAP_S = 0.5  # pauses shorter than this do not end a segment
-DEFAULT_MAX_SEGMENT_S = 20.0  # longer speech is split at its quietest point (model window: 30 s)
 DEFAULT_PAD_S = 0.05  # added before and after each segment
 SPLIT_SEARCH_FROM = 0.5  # a long segment is cut in the last (1 - this) of its first max_segment_s
 
@@ -43,10 +40,10 @@ FRONT_END_BATCH = 4096  # chunks per batch of the convolutional front end (about
 class VadSettings:
     """How speech probabilities become segments."""
 
-    threshold: float = DEFAULT_THRESHOLD
-    min_speech_s: float = DEFAULT_MIN_SPEECH_S
-    join_gap_s: float = DEFAULT_JOIN_GAP_S
-    max_segment_s: float = DEFAULT_MAX_SEGMENT_S
+    threshold: float = VAD_THRESHOLD
+    min_speech_s: float = VAD_MIN_SPEECH_S
+    join_gap_s: float = VAD_JOIN_GAP_S
+    max_segment_s: float = VAD_MAX_SEGMENT_S
     pad_s: float = DEFAULT_PAD_S
 
     def __post_init__(self):

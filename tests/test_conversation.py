@@ -220,3 +220,20 @@ def test_cli_refuses_a_bad_speaker_mode(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "x.wav", "--granularity", "segment", "--speakers", "many"])
     assert "speakers must be" in capsys.readouterr().err
+
+
+def test_vad_settings_reach_the_detector(tiny_checkpoint, stereo_file, capsys, monkeypatch):
+    """--vad-max-segment-s and E2V_VAD_JOIN_GAP_S change the segments the CLI prints."""
+    path, regions = stereo_file
+    args = ["predict", str(path), "--granularity", "segment", "--speakers", "channels", "--no-save", "--json",
+            "--model", str(tiny_checkpoint), "--device", "cpu"]
+    assert main([*args, "--vad-max-segment-s", "1"]) == 0
+    short = json.loads(capsys.readouterr().out)["segments"]
+    assert len(short) > len(regions) and max(s["end_s"] - s["start_s"] for s in short) <= 1.0 + 1e-6
+    monkeypatch.setenv("E2V_VAD_JOIN_GAP_S", "5")  # longer than every pause: one segment per channel
+    assert main([*args, "--vad-max-segment-s", "60"]) == 0
+    joined = json.loads(capsys.readouterr().out)["segments"]
+    assert sorted(s["speaker"] for s in joined) == ["ch1", "ch2"]
+    with pytest.raises(SystemExit):
+        main([*args, "--vad-threshold", "1.5"])
+    assert "--vad-threshold" in capsys.readouterr().err
