@@ -124,22 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = ensure_checkpoint(args.cache_dir, "tiny" if args.tiny else "large")
     audio = args.cache_dir / f"conversation-{args.minutes:g}min.wav"
     info = build_conversation(audio, args.minutes)
-    segment = run_child("segment", checkpoint, audio)
-    frame = run_child("frame", checkpoint, audio)
 
     print(f"# Conversation benchmark: {info['duration_s'] / 60:.1f} min, two espeak-ng voices, "
           f"{info['speech_s'] / info['duration_s']:.0%} speech, {info['turns']} turns")
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores; 1-min load average at start {load_at_start:.2f}; "
-          f"checkpoint: {'tiny' if args.tiny else 'plus_large-size'} random weights; device cpu, fp32")
+          f"checkpoint: {'tiny' if args.tiny else 'plus_large-size'} random weights; device cpu, fp32", flush=True)
+    segment = run_child("segment", checkpoint, audio)
     run = segment["run_s"]
     print(f"segment mode (speakers=auto): {run:.1f} s for {segment['segments']} segments, "
           f"{segment['num_speakers']} speakers found; peak RSS {segment['peak_rss_mb']:.0f} MB")
     print(f"  VAD {segment['vad_s']:.1f} s ({segment['vad_s'] / run:.1%}), "
           f"speaker embeddings + clustering {segment['speakers_s']:.1f} s ({segment['speakers_s'] / run:.1%}), "
           f"emotion {segment['emotion_s']:.1f} s ({segment['emotion_s'] / run:.1%}); "
-          f"decoding and the rest {run - segment['total_s']:.1f} s")
+          f"decoding and the rest {run - segment['total_s']:.1f} s", flush=True)
+    frame = run_child("frame", checkpoint, audio)
     print(f"frame mode: {frame['run_s']:.1f} s for {frame['frames']} frames; peak RSS {frame['peak_rss_mb']:.0f} MB")
-    print(f"segment / frame time: {run / frame['run_s']:.2f}")
+    print(f"segment / frame time: {run / frame['run_s']:.2f}; 1-min load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 
