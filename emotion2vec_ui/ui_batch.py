@@ -69,8 +69,10 @@ SUMMARY_FILE = "summary.csv"
 ZIP_PREFIX = "emotion2vec_batch_"
 STORED_SUFFIXES = (".wav", ".npy")  # already dense: stored in the zip, not compressed
 PROGRESS_EVERY_S = 0.3  # the page's progress is redrawn at most this often
-TABLE_COLUMNS = ["文件 File", "时长 Duration (s)", "情绪 Emotion", "置信度 Confidence", "次要情绪 Second emotion",
-                 "输出文件夹 Output folder", "错误 Error"]
+TABLE_COLUMNS = ["文件 File", "时长 Duration", "情绪 Emotion", "置信度 Confidence", "次要情绪 Second emotion",
+                 "输出文件夹或错误 Output folder, or the error"]  # a file has one or the other
+TABLE_WIDTHS = ["17%", "10%", "16%", "10%", "19%", "28%"]
+FAILED = "❌ 失败 Failed"
 
 
 @dataclass
@@ -292,18 +294,18 @@ def malformed_batch_message(inputs: list, error: Exception) -> str:
 
 
 def table_rows(rows: list[dict]):
-    """The page's results table (a DataFrame with bilingual column names)."""
+    """The page's results table (a DataFrame with bilingual column names); a failed file
+    shows FAILED as its emotion and its error in the last column."""
     import pandas as pd
 
     shown = [
         [row["file"],
-         "" if row["duration_s"] is None else f"{row['duration_s']:.2f}",
-         "" if row["error"] else label_for(row["emotion"]).display,
+         "" if row["duration_s"] is None else f"{row['duration_s']:.2f} s",
+         FAILED if row["error"] else label_for(row["emotion"]).display,
          "" if row["error"] else f"{row['confidence']:.1%}",
          "" if row["error"] or not row["second_emotion"] else
          f"{label_for(row['second_emotion']).display} {row['second_confidence']:.1%}",
-         row["output_folder"] or "",
-         row["error"]]
+         row["error"] or row["output_folder"]]
         for row in rows
     ]
     return pd.DataFrame(shown, columns=TABLE_COLUMNS)
@@ -479,7 +481,7 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
             files_input = gr.File(
-                label="音频文件或 .zip · Audio files or a .zip", file_count="multiple", type="filepath",
+                label="音频文件 · Audio files / .zip", file_count="multiple", type="filepath",
                 elem_id="e2v-batch-files", height=220,
             )
             gr.Markdown(
@@ -498,10 +500,11 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
             embedding_input = gr.Checkbox(label="提取 Embedding 特征", value=False, elem_id="e2v-batch-embedding",
                                           info="每个文件另存 embedding.npy · also save each file's features")
             run_button = gr.Button("📦 开始批量识别", variant="primary", size="lg", elem_id="e2v-batch-run")
-        with gr.Column(scale=2, min_width=480):
+        with gr.Column(scale=3, min_width=480):
             progress_box = gr.HTML(idle_html(settings), elem_id="e2v-batch-progress")
             table = gr.Dataframe(
                 headers=TABLE_COLUMNS, label="结果 Results", interactive=False, wrap=True, max_height=420,
+                column_widths=TABLE_WIDTHS,
                 elem_id="e2v-batch-table",
             )
             chart = gr.BarPlot(

@@ -295,3 +295,32 @@ def test_rest_batch_limits_and_bad_calls_are_plain_messages(client, tmp_path):
         predict_batch(client, [one], "sentence")
     summary, _ = predict_batch(client, [one])  # still serving
     assert summary["recognised"] == 1
+
+
+BATCH_MALFORMED = {  # what a predict_batch call sends -> words its error must contain
+    "missing arguments": ([], "predict_batch takes 4 inputs"),
+    "files as plain strings": ([["a.wav"], "utterance", False, "one"], "files[0] must be an uploaded file"),
+    "a path outside the upload folder": ([[{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}],
+                                          "utterance", False, "one"], "files[0]: passwd was not uploaded"),
+    "a URL": ([[{"path": "http://127.0.0.1:9/a.wav", "meta": {"_type": "gradio.FileData"}}], "utterance", False,
+               "one"], "files[0]: URLs are not fetched"),
+    "speakers 'everyone'": ([None, "segment", False, "everyone"], 'speakers must be "one"'),
+    "embedding 'no'": ([None, "utterance", "no", "one"], "embedding must be true or false"),
+}
+
+
+def test_malformed_batch_calls_get_specific_errors(ui_server):  # noqa: F811
+    import json
+    import urllib.request
+
+    from tests.test_ui_api import post_json
+
+    for case, (data, expected) in BATCH_MALFORMED.items():
+        status, body = post_json(ui_server.url + "gradio_api/call/predict_batch", {"data": data})
+        assert status == 200, (case, body)
+        with urllib.request.urlopen(f"{ui_server.url}gradio_api/call/predict_batch/{body['event_id']}",
+                                    timeout=60) as stream:
+            lines = [line for line in stream.read().decode().splitlines() if line]
+        event, answer = lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
+        assert event == "error" and expected in answer["error"], (case, answer)
+    assert "Traceback" not in ui_server.stderr_path.read_text()
