@@ -324,3 +324,25 @@ def test_malformed_batch_calls_get_specific_errors(ui_server):  # noqa: F811
         event, answer = lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
         assert event == "error" and expected in answer["error"], (case, answer)
     assert "Traceback" not in ui_server.stderr_path.read_text()
+
+
+def test_the_readmes_predict_batch_example_runs(ui_server, tmp_path):  # noqa: F811
+    import re
+    import subprocess
+    import sys
+
+    from tests.test_readme import README
+
+    section = README.read_text(encoding="utf-8").split("### REST: predict_batch", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert 'api_name="/predict_batch"' in snippet
+    clip(tmp_path, "a.wav")
+    write_audio(tmp_path / "b.mp3", voice_like(2.0, 16_000, 1, seed=3), 16_000, "mp3")
+    make_zip(tmp_path / "calls.zip", {"day1/c.wav": clip(tmp_path, "c.wav", seed=4).read_bytes(), "notes.txt": b"x"})
+    snippet = snippet.replace("http://127.0.0.1:7860/", ui_server.url)
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if not line.startswith("Loaded as API")]  # the client's own
+    assert lines[0].startswith("3 recognised, 1 failed:") and lines[0].endswith(".zip")
+    assert [line.split(" ")[0] for line in lines[1:]] == ["a.wav", "b.mp3", "calls.zip/day1/c.wav", "calls.zip/notes.txt"]
+    assert "not an audio file" in lines[-1]
