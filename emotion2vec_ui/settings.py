@@ -149,6 +149,10 @@ OPTIONS = (
            programs=("server",)),
     Option("cache_minutes", "E2V_CACHE_MINUTES", 60.0, "uploads and served downloads are deleted after this "
            "many minutes", parse=_positive(float), programs=("server",), metavar="MINUTES"),
+    Option("batch_max_files", "E2V_BATCH_MAX_FILES", 50, "the page's batches: most audio files per batch "
+           "(a .zip counts its audio files)", parse=_positive(int), programs=("server",), metavar="N"),
+    Option("batch_max_mb", "E2V_BATCH_MAX_MB", 500.0, "the page's batches: most audio per batch, MB",
+           parse=_positive(float), programs=("server",), metavar="MB"),
 )
 
 
@@ -177,6 +181,8 @@ class Settings:
     auth_file: str | None
     queue_size: int
     cache_minutes: float
+    batch_max_files: int
+    batch_max_mb: float
 
     @property
     def max_file_bytes(self) -> int:

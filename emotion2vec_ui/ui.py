@@ -41,6 +41,7 @@ from .outputs import (
 from .pipeline import ProgressCallback
 from .results import EmotionResult, label_for
 from .settings import Settings
+from .turns import TakingTurns
 from .ui_views import (
     EMOTION_COLORS,
     GRANULARITIES,
@@ -354,12 +355,15 @@ def build_demo(model, settings: Settings):
     """
     import gradio as gr
 
+    from .ui_batch import batch_tab  # imports this module
+
     cache_age_s = max(1, round(settings.cache_minutes * 60))
     blocks_class = _checked_blocks_class()
     with blocks_class(
         title="emotion2vec+ 语音情感识别 Speech Emotion Recognition",
         delete_cache=(max(1, min(cache_age_s // 4, 300)), cache_age_s),
     ) as demo:
+        model = TakingTurns(model)  # the page, its batches and the API take turns on the model (turns.py)
         handlers = Handlers(model, settings, serve=lambda files: serve_copies(demo, files))
 
         def predict(audio, granularity="utterance", embedding=False, progress=gr.Progress()):
@@ -385,18 +389,22 @@ def build_demo(model, settings: Settings):
             return (*shown[:3], gr.update(visible=shown[3]), *shown[4:])
 
         gr.Markdown(_header_markdown(model), elem_classes="e2v-header")
-        with gr.Row(equal_height=False):
-            audio_input, granularity_input, embedding_input, run_button, example_button = _input_column()
-            page_outputs = _result_column(model)
-        with gr.Accordion("说明 Notes", open=False):
-            gr.Markdown(
-                "- 每次识别都会在服务器的输出目录中保存一个 `outputs_YYYYMMDD_HHMMSS` 文件夹 · every recognition "
-                "is saved as an `outputs_YYYYMMDD_HHMMSS` folder on the server; your downloads are private "
-                f"copies, kept {settings.cache_minutes:g} min.\n"
-                "- 识别请求排队依次处理 · requests are queued and run one at a time.\n"
-                "- 也可以通过 REST API 调用 (页面底部 “Use via API”) · the recognition is also a REST API, "
-                "`/predict` (see “Use via API” at the bottom of the page)."
-            )
+        with gr.Tabs(elem_id="e2v-tabs"):
+            with gr.Tab("单个识别 Single", id="single", elem_id="e2v-tab-single"):
+                with gr.Row(equal_height=False):
+                    audio_input, granularity_input, embedding_input, run_button, example_button = _input_column()
+                    page_outputs = _result_column(model)
+                with gr.Accordion("说明 Notes", open=False):
+                    gr.Markdown(
+                        "- 每次识别都会在服务器的输出目录中保存一个 `outputs_YYYYMMDD_HHMMSS` 文件夹 · every recognition "
+                        "is saved as an `outputs_YYYYMMDD_HHMMSS` folder on the server; your downloads are private "
+                        f"copies, kept {settings.cache_minutes:g} min.\n"
+                        "- 识别请求排队依次处理 · requests are queued and run one at a time.\n"
+                        "- 也可以通过 REST API 调用 (页面底部 “Use via API”) · the recognition is also a REST API, "
+                        "`/predict` (see “Use via API” at the bottom of the page)."
+                    )
+            with gr.Tab("批量处理 Batch", id="batch", elem_id="e2v-tab-batch"):
+                batch_tab(model, settings, serve=lambda files: serve_copies(demo, files))
         inputs = [audio_input, granularity_input, embedding_input]
         run_button.click(
             recognize_page, inputs=inputs, outputs=page_outputs, api_visibility="private",
@@ -532,7 +540,10 @@ def _checked_blocks_class():
             try:
                 return await super().preprocess_data(block_fn, inputs, state, explicit_call)
             except Exception as e:
-                message = malformed_call_message(list(inputs), e)
+                explain = malformed_call_message
+                if block_fn.api_name == "predict_batch":
+                    from .ui_batch import malformed_batch_message as explain
+                message = explain(list(inputs), e)
                 log.warning("refused a malformed call to %s: %s", block_fn.name, message)
                 raise gr.Error(message, title="请求无效 Invalid request", print_exception=False) from None
 

@@ -189,3 +189,65 @@ def test_no_audio_is_a_clear_message(page):
     page.get_by_role("button", name=RUN).click()
     expect(page.locator("[data-testid=toast-text]")).to_contain_text("No audio: upload or record an audio clip first")
     expect(page.locator("#e2v-headline")).to_contain_text("请先上传或录制一段音频")
+
+
+# -- the batch tab --------------------------------------------------------------------------
+
+
+def test_batch_tab_with_ten_files_two_of_them_bad(browser, ui_server, tmp_path):  # noqa: F811
+    """10 files (8 clips in three formats, a text file named .wav, an empty .mp3): the table
+    fills in, the bad ones show their errors, then the chart and the zip of every folder."""
+    import zipfile
+
+    formats = ["wav", "mp3", "flac"]
+    files = [write_audio(tmp_path / f"call_{n:02d}{'.' + formats[n % 3]}", voice_like(2.0 + n % 3, 16_000, 1, seed=n),
+                         16_000, formats[n % 3]) for n in range(8)]
+    notes, empty = tmp_path / "meeting_notes.wav", tmp_path / "silent_take.mp3"
+    notes.write_text("these are meeting notes, not audio\n" * 20)
+    empty.write_bytes(b"")
+    files[3:3] = [notes]
+    files.append(empty)
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(ui_server.url)
+        page.get_by_role("tab", name="批量处理 Batch").click()
+        page.locator("#e2v-batch-files input[type=file]").set_input_files([str(f) for f in files])
+        expect(page.locator("#e2v-batch-files a[download]")).to_have_count(10)
+        page.get_by_role("button", name="📦 开始批量识别").click()
+        progress = page.locator("#e2v-batch-progress")
+        expect(progress).to_contain_text("10 / 10", timeout=120_000)
+        table = page.locator("#e2v-batch-table")
+        expect(table.get_by_test_id("cell-9-0")).to_have_text("silent_take.mp3")
+        expect(table.get_by_test_id("cell-3-0")).to_have_text("meeting_notes.wav")
+        expect(table.get_by_test_id("cell-3-5")).to_contain_text("meeting_notes.wav: not a recognised audio file")
+        expect(table.get_by_test_id("cell-9-5")).to_contain_text("silent_take.mp3")
+        expect(table.get_by_test_id("cell-3-2")).to_have_text("❌ 失败 Failed")
+        displays = "|".join(re.escape(label_for(key).display) for key in
+                            ("angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"))
+        for row in (0, 4, 8):
+            expect(table.get_by_test_id(f"cell-{row}-2")).to_have_text(re.compile(rf"^\s*({displays})\s*$"))
+            expect(table.get_by_test_id(f"cell-{row}-5")).to_have_text(re.compile(r"outputs_\d{8}_\d{6}"))
+        expect(progress).to_contain_text("2 失败 failed")
+        chart = page.locator("#e2v-batch-chart")
+        expect(chart.locator("svg.marks")).to_be_visible()
+        expect(chart.locator(".mark-rect path")).to_have_count(9)
+        downloads = page.locator("#e2v-batch-downloads")
+        expect(downloads).to_contain_text("summary.csv")
+        with page.expect_download() as download:
+            downloads.locator("tr", has_text="emotion2vec_batch_").locator("a[download]").click()
+        saved = tmp_path / "batch.zip"
+        download.value.save_as(saved)
+        with zipfile.ZipFile(saved) as archive:
+            names = archive.namelist()
+            summary = archive.read("summary.csv").decode("utf-8-sig")
+        assert len({n.split("/")[0] for n in names if "/" in n}) == 8
+        assert len(summary.splitlines()) == 11 and "meeting_notes.wav: not a recognised" in summary
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(500)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_batch_1366x768.png"))
+        page.screenshot(path=str(ARTIFACTS / "browser_batch_full.png"), full_page=True)
+    finally:
+        context.close()

@@ -58,12 +58,15 @@ def check_recognition(ui_server, data, files, granularity, embedding, source_nam
     assert json.loads(Path(downloaded).read_text(encoding="utf-8")) == saved
 
 
-def test_the_api_lists_only_predict(client):
+def test_the_api_lists_only_predict_and_predict_batch(client):
     info = client.view_api(print_info=False, return_format="dict")
-    assert list(info["named_endpoints"]) == ["/predict"]
+    assert sorted(info["named_endpoints"]) == ["/predict", "/predict_batch"]
     assert not info["unnamed_endpoints"]
     endpoint = info["named_endpoints"]["/predict"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "granularity", "embedding"]
+    assert [r["component"] for r in endpoint["returns"]] == ["Json", "File"]
+    endpoint = info["named_endpoints"]["/predict_batch"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["files", "granularity", "embedding", "speakers"]
     assert [r["component"] for r in endpoint["returns"]] == ["Json", "File"]
 
 
@@ -177,15 +180,19 @@ def test_uploads_over_the_size_limit_are_refused(ui_server, tmp_path):  # noqa: 
 
 
 def test_recognitions_share_one_queued_model_slot(tiny_model, tmp_path):
-    """Both model events (page button and /predict) run one at a time, in a bounded queue."""
+    """Both model events (page button and /predict) run one at a time, in a bounded queue;
+    batches (the batch tab's button and /predict_batch) one at a time in the same queue."""
     from emotion2vec_ui.settings import default_settings
     from emotion2vec_ui.ui import MODEL_CONCURRENCY_ID, build_demo
+    from emotion2vec_ui.ui_batch import BATCH_CONCURRENCY_ID
 
     demo = build_demo(tiny_model, default_settings("server", output_dir=str(tmp_path), queue_size=7))
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
     assert len(model_events) == 2 and all(fn.concurrency_limit == 1 for fn in model_events)
+    batch_events = [fn for fn in demo.fns.values() if fn.concurrency_id == BATCH_CONCURRENCY_ID]
+    assert len(batch_events) == 2 and all(fn.concurrency_limit == 1 for fn in batch_events)
     public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
-    assert public == ["predict"]
+    assert sorted(public) == ["predict", "predict_batch"]
     assert demo._queue.max_size == 7 and demo.api_open is False
 
 

@@ -21,6 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 120.0
 MAX_FILE_MB = 5  # the test server's upload limit
+BATCH_MAX_FILES = 12  # the test server's batch limits: files ...
+BATCH_MAX_MB = 12.0  # ... and MB per batch
 
 
 @dataclass
@@ -110,6 +112,9 @@ def ui_server(tmp_path_factory, tiny_checkpoint) -> Server:
     server = _shared.get("server")
     if server is None or server.process.poll() is not None:
         folder = tmp_path_factory.mktemp("ui_server")
-        server = _shared["server"] = start_server(folder, tiny_checkpoint, "--max-file-mb", str(MAX_FILE_MB))
+        server = _shared["server"] = start_server(
+            folder, tiny_checkpoint, "--max-file-mb", str(MAX_FILE_MB), "--batch-max-files", str(BATCH_MAX_FILES),
+            "--batch-max-mb", str(BATCH_MAX_MB),
+        )
     yield server
     server.stop()
