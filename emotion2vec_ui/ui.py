@@ -217,7 +217,7 @@ def malformed_call_message(inputs: list, error: Exception) -> str:
     if len(inputs) < API_REQUIRED:
         return (f"predict takes {API_REQUIRED} to {len(API_INPUTS)} inputs ({', '.join(API_INPUTS)}); this call "
                 f"sent {len(inputs)}. Call: {API_EXAMPLE}")
-    audio, granularity, embedding, speakers, speaker_names = with_defaults(inputs)[: len(API_INPUTS)]
+    audio, granularity, embedding, speakers, speaker_names = api_values(inputs)[: len(API_INPUTS)]
     try:
         check_options(granularity, embedding, speakers, speaker_names)
     except RequestError as e:
@@ -234,10 +234,15 @@ def malformed_call_message(inputs: list, error: Exception) -> str:
     return f"The call's values cannot be used ({str(error).splitlines()[0][:200]}). Call: {API_EXAMPLE}"
 
 
-def with_defaults(inputs: list) -> list:
-    """A /predict call's values with the defaults of the optional inputs it left out."""
+def api_values(inputs: list) -> list:
+    """A /predict call's values: the optional inputs it left out get their defaults, and
+    speaker names sent as a list of strings are joined ("agent, customer")."""
     missing = len(API_INPUTS) - len(inputs)
-    return [*inputs, *API_DEFAULTS[len(API_DEFAULTS) - missing :]] if 0 < missing <= len(API_DEFAULTS) else list(inputs)
+    values = [*inputs, *API_DEFAULTS[len(API_DEFAULTS) - missing :]] if 0 < missing <= len(API_DEFAULTS) else list(inputs)
+    names = values[API_INPUTS.index("speaker_names")] if len(values) == len(API_INPUTS) else None
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        values[API_INPUTS.index("speaker_names")] = ", ".join(names)
+    return values
 
 
 class LoginGuard:
@@ -592,9 +597,12 @@ def _checked_blocks_class():
 
     class CheckedBlocks(gr.Blocks):
         async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
-            if block_fn.api_name == "predict":  # calls from before the speaker options send three inputs
-                inputs = with_defaults(inputs)
+            predict = block_fn.api_name == "predict"
+            if predict:  # calls from before the speaker options send three inputs
+                inputs = api_values(inputs)
             try:
+                if predict and len(inputs) >= len(API_INPUTS):
+                    check_options(*inputs[1 : len(API_INPUTS)])  # before Gradio turns any value into text
                 return await super().preprocess_data(block_fn, inputs, state, explicit_call)
             except Exception as e:
                 message = malformed_call_message(list(inputs), e)

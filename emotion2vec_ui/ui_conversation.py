@@ -319,7 +319,7 @@ def conversation_views() -> list:
     import gradio as gr
 
     with gr.Column(visible=False, elem_id="e2v-conversation") as column:
-        timeline = gr.HTML(label="时间线 Timeline", show_label=True, elem_id="e2v-timeline")
+        timeline = gr.HTML(label="时间线 Timeline", elem_id="e2v-timeline")
         summary = gr.HTML(label="说话人概要 Speakers", elem_id="e2v-speaker-summary")
         table = gr.Dataframe(
             label="语段 Segments", interactive=False, max_height=360, elem_id="e2v-conv-segments", wrap=True,

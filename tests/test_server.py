@@ -84,7 +84,8 @@ MALFORMED = {  # what a call sends -> words its error must contain
     "embedding [1]": ([None, "utterance", [1]], "embedding must be true or false"),
     "granularity 'sentence'": ([None, "sentence", False], "granularity must be one of utterance, frame"),
     "speakers 'stereo'": ([None, "segment", False, "stereo"], 'speakers must be "one", "channels"'),
-    "speaker names as a list": ([None, "segment", False, "channels", ["a", "b"]], "speaker_names must be text"),
+    "speaker names as an object": ([None, "segment", False, "channels", {"a": 1}], "speaker_names must be text"),
+    "speaker names repeated": ([None, "segment", False, "auto", ["a", "a"]], "speaker names must be distinct"),
 }
 
 

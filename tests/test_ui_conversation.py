@@ -259,6 +259,10 @@ def test_old_three_argument_calls_still_work(client, ui_server, stereo_file):  #
     assert event == "complete" and body[0]["granularity"] == "utterance"
     event, body = call_events(ui_server.url, [uploaded(ui_server.url, stereo_file[0]), "segment", False, "auto"])
     assert event == "complete" and body[0]["num_segments"] > 0
+    # Speaker names may come as a JSON list too.
+    event, body = call_events(ui_server.url, [uploaded(ui_server.url, stereo_file[0]), "segment", False, "channels",
+                                              ["agent", "customer"]])
+    assert event == "complete" and [s["speaker"] for s in body[0]["speakers"]] == ["agent", "customer"]
 
 
 def test_bad_speaker_options_are_clear_errors_and_the_server_goes_on(client, ui_server, stereo_file, mono_file):  # noqa: F811
