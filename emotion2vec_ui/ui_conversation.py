@@ -43,19 +43,20 @@ MOMENTS_SHOWN = 3  # emotions whose strongest moments a speaker's card lists
 CONVERSATION_CSS = """
 #e2v-speaker-options { padding: 0; }
 .e2v-conv-stats { font-size: 14px; margin-bottom: 6px; }
-.e2v-tl { display: flex; flex-direction: column; gap: 10px; }
-.e2v-tl-row { display: grid; grid-template-columns: 76px 1fr; row-gap: 3px; align-items: center; }
+.e2v-tl { display: flex; flex-direction: column; gap: 6px; }
+.e2v-tl-row { display: grid; grid-template-columns: 76px 1fr; row-gap: 2px; align-items: center; }
 .e2v-tl-name { font-size: 12px; font-weight: 600; overflow: hidden; text-overflow: ellipsis; white-space: nowrap;
   padding-right: 6px; }
-.e2v-tl-lane { position: relative; height: 18px; border-radius: 3px; background: var(--background-fill-secondary);
+.e2v-tl-lane { position: relative; height: 15px; border-radius: 3px; background: var(--background-fill-secondary);
   border: 1px solid var(--border-color-primary); }
 .e2v-tl-lane span { position: absolute; top: 1px; bottom: 1px; min-width: 2px; border-radius: 2px; }
 .e2v-tl-lane span.e2v-short {
   background-image: repeating-linear-gradient(45deg, rgba(255,255,255,.6) 0 2px, transparent 2px 5px); }
 .e2v-tl-lane span.e2v-mixed { outline: 1px dashed var(--body-text-color); outline-offset: -1px; }
-.e2v-tl-axis { position: relative; height: 15px; font-size: 11px; color: var(--body-text-color-subdued); }
+.e2v-tl-axis { position: relative; height: 14px; font-size: 11px; line-height: 14px; color: var(--body-text-color-subdued); }
 .e2v-tl-axis span { position: absolute; top: 0; transform: translateX(-50%); white-space: nowrap; }
 .e2v-tl-axis span:first-child { transform: none; }
+.e2v-tl-axis span:last-child:not(:first-child) { transform: translateX(-100%); }
 .e2v-spk-list { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 10px; }
 .e2v-spk { border: 1px solid var(--border-color-primary); border-left: 6px solid var(--e2v-color, #888);
   border-radius: 10px; padding: 8px 12px; background: var(--background-fill-secondary); font-size: 13px; }
@@ -256,8 +257,7 @@ def summary_html(result: EmotionResult) -> str:
     return speaker_cards_html(result) if result.segments else ""
 
 
-SEGMENT_COLUMNS = ["#", "开始 Start", "结束 End", "时长 Dur. (s)", "说话人 Speaker", "情绪 Emotion",
-                   "置信度 Conf.", "提示 Flag"]
+SEGMENT_COLUMNS = ["时间 Time", "时长 s", "说话人 Speaker", "情绪 Emotion", "置信度 Conf.", "提示 Flag"]
 
 
 def conversation_table(result: EmotionResult):
@@ -266,9 +266,9 @@ def conversation_table(result: EmotionResult):
     import pandas as pd
 
     rows = []
-    for number, s in enumerate(result.segments, start=1):
+    for s in result.segments:
         flags = (["⚠ 短 short"] if s.short else []) + (["⚠ 混合 mixed"] if s.mixed_speakers else [])
-        rows.append([number, clock(s.start_s), clock(s.end_s), f"{s.duration_s:.1f}", s.speaker, s.display,
+        rows.append([f"{clock(s.start_s)}–{clock(s.end_s)}", f"{s.duration_s:.1f}", s.speaker, s.display,
                      f"{s.confidence:.1%}", " ".join(flags)])
     return pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
 

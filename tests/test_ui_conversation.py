@@ -140,8 +140,8 @@ def test_speaker_cards_and_table_say_what_each_speaker_felt():
     assert len(table) == len(result.segments)
     row = table.iloc[0]
     first = result.segments[0]
-    assert (row["开始 Start"], row["说话人 Speaker"], row["情绪 Emotion"]) == (clock(first.start_s), first.speaker,
-                                                                            first.display)
+    assert (row["时间 Time"], row["说话人 Speaker"], row["情绪 Emotion"]) == (
+        f"{clock(first.start_s)}–{clock(first.end_s)}", first.speaker, first.display)
     assert row["置信度 Conf."] == f"{first.confidence:.1%}"
     flags = table["提示 Flag"].tolist()
     assert [("⚠ 短 short" in f) for f in flags] == [s.short for s in result.segments]
