@@ -23,10 +23,10 @@ from .ui_views import EMOTION_COLORS
 
 SPEAKER_CHOICES = {  # the page's and the API's speaker modes: value -> radio label
     "one": "单人 · one speaker",
-    "channels": "立体声分轨 · one speaker per channel",
-    "auto": "自动区分说话人 · find speakers automatically",
-    "2": "两人 · 2 speakers",
-    "3": "三人 · 3 speakers",
+    "channels": "立体声分轨 · one per channel",
+    "auto": "自动区分说话人 · auto",
+    "2": "两人 · 2",
+    "3": "三人 · 3",
 }
 DEFAULT_SPEAKERS = "one"
 SPEAKERS_HELP = (

@@ -59,7 +59,7 @@ def test_a_stereo_call_by_channel(laptop_page, ui_server, call_file):  # noqa: F
     upload(page, call_file)
     page.get_by_label("语段级别 (segment)").check()
     expect(options).to_be_visible()
-    page.get_by_label("立体声分轨 · one speaker per channel").check()
+    page.get_by_label("立体声分轨 · one per channel").check()
     page.locator("#e2v-speaker-names input").fill("agent, customer")
     page.screenshot(path=str(ARTIFACTS / "conversation_options_1366.png"))
     page.get_by_role("button", name=RUN).click()

@@ -285,3 +285,69 @@ def test_bad_speaker_options_are_clear_errors_and_the_server_goes_on(client, ui_
     assert after == before
     data, _ = client.predict(handle_file(str(stereo_file[0])), "segment", False, "2", "", api_name="/predict")
     assert {s["speaker"] for s in data["speakers"]} <= {"S1", "S2"}  # still serving
+
+
+# -- the README's Conversations section runs as written -----------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_blocks(language: str) -> list[str]:
+    section = README.read_text(encoding="utf-8").split("## Conversations (segment mode)", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+@pytest.fixture
+def readme_folder(tmp_path, stereo_file):
+    """call.wav (the stereo call) and session.m4a (its mix, encoded as AAC) in a fresh folder."""
+    import shutil
+
+    from .speech import dialogue
+
+    shutil.copyfile(stereo_file[0], tmp_path / "call.wav")
+    write_audio(tmp_path / "session.m4a", dialogue()[0], SAMPLE_RATE, "m4a")
+    return tmp_path
+
+
+def test_the_readme_python_example_runs(readme_folder, tiny_checkpoint):
+    import subprocess
+    import sys
+
+    snippet = readme_blocks("python")[0].replace("load_model()", f"load_model({str(tiny_checkpoint)!r}, device='cpu')")
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=readme_folder, capture_output=True, text=True,
+                         timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(README.parent)})
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert re.match(r"\d+\.\d-\d+\.\ds (agent|customer) \w+ \d+%", lines[0])
+    assert [line.split()[0] for line in lines[-2:]] == ["agent", "customer"]
+
+
+def test_the_readme_cli_examples_run(readme_folder, tiny_checkpoint):
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {**os.environ, "E2V_MODEL": str(tiny_checkpoint), "E2V_DEVICE": "cpu", "PYTHONPATH": str(README.parent)}
+    outputs = []
+    for command in readme_blocks("bash")[0].strip().splitlines():
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "emotion2vec_ui"]
+        run = subprocess.run([sys.executable, *argv[1:]], cwd=readme_folder, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout)
+    per_segment = outputs[0].splitlines()[1:]
+    assert per_segment and {line.split("\t")[2] for line in per_segment} == {"agent", "customer"}
+    data = json.loads(outputs[1].splitlines()[0])
+    assert data["granularity"] == "segment" and {s["speaker"] for s in data["segments"]} == {"S1", "S2"}
+
+
+def test_the_readme_rest_example_runs(readme_folder, client, monkeypatch):
+    from gradio_client import handle_file
+
+    monkeypatch.chdir(readme_folder)
+    printed = []
+    exec(readme_blocks("python")[1], {"client": client, "handle_file": handle_file, "print": lambda *args: printed.append(args)})
+    segments, files = printed[0]
+    assert {speaker for speaker, _, _ in segments} == {"agent", "customer"} and len(files) == 5
