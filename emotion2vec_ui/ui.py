@@ -41,7 +41,19 @@ from .outputs import (
 from .pipeline import ProgressCallback
 from .results import EmotionResult, label_for
 from .settings import Settings
+from .subtitles import CSV_FILE, SRT_FILE, VTT_FILE
 from .turns import TakingTurns
+from .ui_conversation import (
+    CONVERSATION_CSS,
+    DEFAULT_SPEAKERS,
+    check_channel_names,
+    conversation_outputs,
+    conversation_views,
+    parse_speaker_names,
+    parse_speakers,
+    show_speaker_inputs,
+    speaker_inputs,
+)
 from .ui_views import (
     EMOTION_COLORS,
     GRANULARITIES,
@@ -61,7 +73,9 @@ EXAMPLE_AUDIO = Path(__file__).parent / "assets" / "example_zh.wav"
 ACCEPTED_FORMATS = "WAV / MP3 / M4A / FLAC / OGG"
 RECOMMENDED_DURATION = "1–30 s"
 MODEL_CONCURRENCY_ID = "model"  # every event that runs the model shares this one slot
-API_INPUTS = ("audio", "granularity", "embedding")
+API_INPUTS = ("audio", "granularity", "embedding", "speakers", "speaker_names")
+API_DEFAULTS = (DEFAULT_SPEAKERS, "")  # what calls that stop after the first three inputs get for the last two
+API_REQUIRED = len(API_INPUTS) - len(API_DEFAULTS)
 API_EXAMPLE = 'client.predict(handle_file("a.wav"), "utterance", False, api_name="/predict")'
 LOGIN_DELAY_S = 1.0  # extra wait per recent failed login ...
 LOGIN_MAX_DELAY_S = 10.0  # ... up to this
@@ -91,8 +105,11 @@ class PageRecognition:
 
     @property
     def files(self) -> list[Path]:
-        """The folder's downloads: result.json, processed_audio.wav, and embedding.npy when asked."""
+        """The folder's downloads: result.json, processed_audio.wav, embedding.npy when asked,
+        and segments.csv/.srt/.vtt in segment mode."""
         names = [RESULT_FILE, AUDIO_FILE] + ([EMBEDDING_FILE] if self.result.embedding is not None else [])
+        if self.result.granularity == "segment":
+            names += [CSV_FILE, SRT_FILE, VTT_FILE]
         return [self.folder / name for name in names]
 
 
@@ -105,20 +122,30 @@ def recognize_file(
     progress: ProgressCallback | None = None,
     name: str | None = None,
     min_free_bytes: int = 0,
+    speakers=None,
+    speaker_names: list[str] | None = None,
 ) -> PageRecognition:
     """Decode, recognise and save one audio file, logging each step.
 
     `name` is how messages call the file (default: the path's file name, which for an
-    upload is the user's own file name). Raises the engine's `Emotion2vecError`s (whose
-    messages start with `name`) and `OutputWriteError` when the disk is nearly full
-    (under `min_free_bytes` free) or the folder cannot be written.
+    upload is the user's own file name); `speakers` and `speaker_names` are segment
+    mode's, as `predict` takes them. Raises the engine's `Emotion2vecError`s (whose
+    messages start with `name`), `OutputWriteError` when the disk is nearly full
+    (under `min_free_bytes` free) or the folder cannot be written, and RequestError when
+    the speaker names do not fit the file's channels.
     """
     name = name or Path(path).name
     step = progress or (lambda fraction, text: None)
     check_free_space(output_root, min_free_bytes)
     step(0.0, "校验与解码 Validating and decoding")
     started = time.perf_counter()
-    audio = model.decode(path, name=name)
+    by_channel = granularity == "segment" and speakers == "channels"
+    audio = model.decode(path, name=name, keep_channels=by_channel)
+    if by_channel and audio.channels is not None:
+        try:
+            check_channel_names(speaker_names, len(audio.channels), name)
+        except ValueError as e:
+            raise RequestError(str(e)) from e
     decode_s = time.perf_counter() - started
     log_lines = [
         f"[1/4] 校验 Validation: {name} ✓ ({audio.source_format}, {audio.source_channels} ch, "
@@ -130,9 +157,12 @@ def recognize_file(
     result = model.recognize(
         [audio], granularity, embedding,
         lambda fraction, text: step(0.05 + 0.9 * fraction, f"推理 Inference: {text}"),
+        speakers=speakers, speaker_names=speaker_names,
     )[0]
     infer_s = time.perf_counter() - started
     frames = f", {len(result.frame_scores)} frames" if result.frame_scores is not None else ""
+    if granularity == "segment":
+        frames = f", {len(result.segments)} segments, {len(result.speakers)} speakers"
     shape = f", embedding {tuple(result.embedding.shape)}" if result.embedding is not None else ""
     log_lines.append(
         f"[3/4] 推理 Inference: {granularity} on {model.device} in {infer_s:.2f} s "
@@ -149,27 +179,35 @@ def recognize_file(
     return page
 
 
-def check_request(audio, granularity, embedding) -> tuple[str, str, bool]:
-    """The checked (audio path, granularity, embedding) of a call, or RequestError.
+def check_request(audio, granularity, embedding, speakers=DEFAULT_SPEAKERS, speaker_names="") -> tuple:
+    """The checked (audio path, granularity, embedding, speakers, speaker names) of a call,
+    or RequestError.
 
     `audio` is what Gradio's Audio component hands over: a path in its upload folder.
     `embedding` must be a real boolean: "false", "no", 5 or [1] are refused rather than
-    guessed at.
+    guessed at. `speakers` ("one", "channels", "auto" or a count) and `speaker_names`
+    ("agent, customer") become `predict`'s; other granularities ignore them.
     """
-    check_options(granularity, embedding)
+    speakers, names = check_options(granularity, embedding, speakers, speaker_names)
     if audio is None or audio == "":
         raise RequestError("No audio: upload or record an audio clip first (请先上传或录制一段音频).")
     if not isinstance(audio, str):
         raise RequestError(f"audio must be an uploaded file, not a {type(audio).__name__}. Call: {API_EXAMPLE}")
-    return audio, granularity, embedding
+    return audio, granularity, embedding, speakers, names
 
 
-def check_options(granularity, embedding) -> None:
-    """RequestError unless granularity is a known one and embedding a real boolean."""
+def check_options(granularity, embedding, speakers=DEFAULT_SPEAKERS, speaker_names="") -> tuple:
+    """RequestError unless granularity is a known one, embedding a real boolean and the
+    speaker options usable; returns (speakers, speaker names) as `predict` takes them."""
     if granularity not in GRANULARITIES:
         raise RequestError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}.")
     if not isinstance(embedding, bool):
         raise RequestError(f"embedding must be true or false (a JSON boolean), not {embedding!r}.")
+    try:
+        speakers = parse_speakers(speakers)
+        return speakers, parse_speaker_names(speaker_names, speakers)
+    except ValueError as e:
+        raise RequestError(str(e)) from e
 
 
 def malformed_call_message(inputs: list, error: Exception) -> str:
@@ -177,12 +215,12 @@ def malformed_call_message(inputs: list, error: Exception) -> str:
 
     `inputs` are the call's raw values; `error` what Gradio raised preparing them.
     """
-    if len(inputs) < len(API_INPUTS):
-        return (f"predict takes {len(API_INPUTS)} inputs ({', '.join(API_INPUTS)}); this call sent "
-                f"{len(inputs)}. Call: {API_EXAMPLE}")
-    audio, granularity, embedding = inputs[: len(API_INPUTS)]
+    if len(inputs) < API_REQUIRED:
+        return (f"predict takes {API_REQUIRED} to {len(API_INPUTS)} inputs ({', '.join(API_INPUTS)}); this call "
+                f"sent {len(inputs)}. Call: {API_EXAMPLE}")
+    audio, granularity, embedding, speakers, speaker_names = api_values(inputs)[: len(API_INPUTS)]
     try:
-        check_options(granularity, embedding)
+        check_options(granularity, embedding, speakers, speaker_names)
     except RequestError as e:
         return str(e)
     upload_hint = ("Upload the file first (gradio_client's handle_file, or POST /gradio_api/upload) and pass "
@@ -195,6 +233,17 @@ def malformed_call_message(inputs: list, error: Exception) -> str:
     if audio is not None:
         return f"audio must be an uploaded file, not {json.dumps(audio)[:80]}. {upload_hint}"
     return f"The call's values cannot be used ({str(error).splitlines()[0][:200]}). Call: {API_EXAMPLE}"
+
+
+def api_values(inputs: list) -> list:
+    """A /predict call's values: the optional inputs it left out get their defaults, and
+    speaker names sent as a list of strings are joined ("agent, customer")."""
+    missing = len(API_INPUTS) - len(inputs)
+    values = [*inputs, *API_DEFAULTS[len(API_DEFAULTS) - missing :]] if 0 < missing <= len(API_DEFAULTS) else list(inputs)
+    names = values[API_INPUTS.index("speaker_names")] if len(values) == len(API_INPUTS) else None
+    if isinstance(names, list) and all(isinstance(name, str) for name in names):
+        values[API_INPUTS.index("speaker_names")] = ", ".join(names)
+    return values
 
 
 class LoginGuard:
@@ -241,13 +290,16 @@ class Handlers:
         self.settings = settings
         self.serve = serve or (lambda files: [str(f) for f in files])
 
-    def run(self, audio, granularity, embedding, progress: ProgressCallback | None = None) -> PageRecognition:
+    def run(self, audio, granularity, embedding, progress: ProgressCallback | None = None,
+            speakers=DEFAULT_SPEAKERS, speaker_names="") -> PageRecognition:
         """One checked, logged recognition; user mistakes raise RequestError or Emotion2vecError."""
-        path, granularity, embedding = check_request(audio, granularity, embedding)
+        path, granularity, embedding, speakers, names = check_request(
+            audio, granularity, embedding, speakers, speaker_names)
         started = time.perf_counter()
         page = recognize_file(
             self.model, path, granularity, embedding, self.settings.output_dir, progress,
             min_free_bytes=int(self.settings.min_free_disk_mb * 2**20),
+            **({"speakers": speakers, "speaker_names": names} if granularity == "segment" else {}),
         )
         log.info(
             "recognised %s (%.1f s of audio, %s%s) in %.2f s -> %s", page.audio.name, page.audio.duration_s,
@@ -255,14 +307,16 @@ class Handlers:
         )
         return page
 
-    def api_predict(self, audio, granularity="utterance", embedding=False, progress=None):
+    def api_predict(self, audio, granularity="utterance", embedding=False, speakers=DEFAULT_SPEAKERS,
+                    speaker_names="", progress=None):
         """REST /predict: (result JSON, download links); errors as plain text."""
-        page = self._guarded(audio, granularity, embedding, progress)
+        page = self._guarded(audio, granularity, embedding, progress, speakers, speaker_names)
         return page.data, self.serve(page.files)
 
-    def page_recognize(self, audio, granularity, embedding, progress=None):
+    def page_recognize(self, audio, granularity, embedding, speakers=DEFAULT_SPEAKERS, speaker_names="",
+                       progress=None):
         """The page's button: everything the result column shows."""
-        page = self._guarded(audio, granularity, embedding, progress)
+        page = self._guarded(audio, granularity, embedding, progress, speakers, speaker_names)
         result = page.result
         frame_mode = result.frame_scores is not None
         track, legend = None, ""
@@ -279,12 +333,13 @@ class Handlers:
             segment_table(result) if frame_mode else None,
             page_json(page.data),
             self.serve(page.files),
+            *conversation_outputs(result),
         )
 
-    def _guarded(self, audio, granularity, embedding, progress) -> PageRecognition:
+    def _guarded(self, audio, granularity, embedding, progress, speakers, speaker_names) -> PageRecognition:
         """`run`, with every failure turned into a UserFacingError; bugs are logged with a traceback."""
         try:
-            return self.run(audio, granularity, embedding, progress)
+            return self.run(audio, granularity, embedding, progress, speakers, speaker_names)
         except RequestError as e:
             log.warning("refused %s: %s", _input_name(audio), e)
             raise UserFacingError(str(e), "请求无效 Invalid request") from e
@@ -332,7 +387,7 @@ CSS = """
 .e2v-key i { display: inline-block; width: 14px; height: 4px; border-radius: 2px; margin-right: 5px; vertical-align: middle; }
 #e2v-log textarea { font-family: var(--font-mono); font-size: 13px; }
 .e2v-error { border-left-color: #d62828; }
-"""
+""" + CONVERSATION_CSS
 EMOJI_FONTS = ["Noto Color Emoji", "Apple Color Emoji", "Segoe UI Emoji"]
 FONTS = ["Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", *EMOJI_FONTS, "system-ui", "sans-serif"]
 MONO_FONTS = ["Noto Sans Mono CJK SC", "ui-monospace", "Consolas", "monospace"]
@@ -366,33 +421,40 @@ def build_demo(model, settings: Settings):
         model = TakingTurns(model)  # the page, its batches and the API take turns on the model (turns.py)
         handlers = Handlers(model, settings, serve=lambda files: serve_copies(demo, files))
 
-        def predict(audio, granularity="utterance", embedding=False, progress=gr.Progress()):
+        def predict(audio, granularity="utterance", embedding=False, speakers=DEFAULT_SPEAKERS, speaker_names=None,
+                    progress=gr.Progress()):
             """Recognise the emotion in one audio file (WAV, MP3, M4A, FLAC, OGG, WEBM).
 
-            granularity: "utterance" (one emotion for the clip) or "frame" (adds a 20 ms track);
-            embedding: also save embedding.npy. Returns the result JSON (result.json's content
-            plus `output_folder`, the saved folder's name) and the output files: result.json,
-            processed_audio.wav, and embedding.npy when asked.
+            granularity: "utterance" (one emotion for the clip), "frame" (adds a 20 ms track) or
+            "segment" (an emotion per speech segment, with speakers); embedding: also save
+            embedding.npy; speakers (segment only): "one", "channels" (one per channel of a
+            stereo file), "auto" or a count such as "2"; speaker_names: "agent, customer".
+            Returns the result JSON (result.json's content plus `output_folder`, the saved
+            folder's name) and the output files: result.json, processed_audio.wav, embedding.npy
+            when asked, and segments.csv/.srt/.vtt in segment mode.
             """
             try:
-                return handlers.api_predict(audio, granularity, embedding, _reporter(progress))
+                return handlers.api_predict(audio, granularity, embedding, speakers, speaker_names,
+                                            _reporter(progress))
             except UserFacingError as e:
                 raise gr.Error(e.message, title=e.title, duration=20, print_exception=False) from None
 
-        def recognize_page(audio, granularity, embedding, progress=gr.Progress()):
+        def recognize_page(audio, granularity, embedding, speakers, speaker_names, progress=gr.Progress()):
             """The page's recognition; a refused input shows in the headline, the log and a toast."""
             try:
-                shown = handlers.page_recognize(audio, granularity, embedding, _reporter(progress))
+                shown = handlers.page_recognize(audio, granularity, embedding, speakers, speaker_names,
+                                                _reporter(progress))
             except UserFacingError as e:
                 gr.Warning(html.escape(e.message, quote=False), duration=20, title=e.title)
                 return _error_outputs(e)
-            return (*shown[:3], gr.update(visible=shown[3]), *shown[4:])
+            return (*shown[:3], gr.update(visible=shown[3]), *shown[4:9], gr.update(visible=shown[9]), *shown[10:])
 
         gr.Markdown(_header_markdown(model), elem_classes="e2v-header")
         with gr.Tabs(elem_id="e2v-tabs"):
             with gr.Tab("单个识别 Single", id="single", elem_id="e2v-tab-single"):
                 with gr.Row(equal_height=False):
-                    audio_input, granularity_input, embedding_input, run_button, example_button = _input_column()
+                    (audio_input, granularity_input, embedding_input, run_button, example_button,
+                     speaker_options) = _input_column()
                     page_outputs = _result_column(model)
                 with gr.Accordion("说明 Notes", open=False):
                     gr.Markdown(
@@ -405,15 +467,18 @@ def build_demo(model, settings: Settings):
                     )
             with gr.Tab("批量处理 Batch", id="batch", elem_id="e2v-tab-batch"):
                 batch_tab(model, settings, serve=lambda files: serve_copies(demo, files))
-        inputs = [audio_input, granularity_input, embedding_input]
+        show_speaker_inputs(granularity_input, speaker_options[0])
+        inputs = [audio_input, granularity_input, embedding_input, *speaker_options[1:]]
         run_button.click(
             recognize_page, inputs=inputs, outputs=page_outputs, api_visibility="private",
             concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID, show_progress_on=[page_outputs[0]],
         )
         # The REST API: the same recognition, returning only the result JSON and the files.
         api_trigger = gr.Button(visible=False)
+        api_speakers = gr.Textbox(DEFAULT_SPEAKERS, visible=False)  # text, so any count is accepted
         api_trigger.click(
-            predict, inputs=inputs, outputs=[page_outputs[7], page_outputs[8]], api_name="predict",
+            predict, inputs=[*inputs[:3], api_speakers, inputs[4]], outputs=[page_outputs[7], page_outputs[8]],
+            api_name="predict",
             concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID,
         )
         example_button.click(
@@ -452,13 +517,14 @@ def _input_column():
         gr.Markdown(
             "\n".join(f"- **{label}**: {text}" for label, text in GRANULARITIES.values()), elem_classes="e2v-help",
         )
+        speaker_options = speaker_inputs()
         embedding_input = gr.Checkbox(
             label="提取 Embedding 特征", value=False, elem_id="e2v-embedding",
-            info="另存 embedding.npy · also save the features (utterance: (D,), frame: (T, D))",
+            info="另存 embedding.npy · also save the features (utterance: (D,), frame: (T, D), segment: (S, D))",
         )
         run_button = gr.Button("🎯 开始识别", variant="primary", size="lg", elem_id="e2v-run")
         example_button = gr.Button("加载示例音频", variant="secondary", elem_id="e2v-example")
-    return audio_input, granularity_input, embedding_input, run_button, example_button
+    return audio_input, granularity_input, embedding_input, run_button, example_button, speaker_options
 
 
 def _result_column(model) -> list:
@@ -469,6 +535,7 @@ def _result_column(model) -> list:
     color_map = {emotion_name(key): EMOTION_COLORS.get(key, "#888888") for key in model.labels}
     with gr.Column(scale=1, min_width=400):
         headline = gr.HTML(headline_html(None), elem_id="e2v-headline")
+        conversation = conversation_views()
         score_plot = gr.BarPlot(
             x="emotion", y="score", color="emotion", color_map=color_map, colors_in_legend=[],
             sort=names, y_lim=[0, 1], x_title="情绪 Emotion", y_title="概率 Probability",
@@ -492,10 +559,11 @@ def _result_column(model) -> list:
         )
         result_json = gr.JSON(label="结果 JSON Result", elem_id="e2v-json", max_height=360)
         files_output = gr.File(
-            label="下载 Downloads (result.json · processed_audio.wav · embedding.npy)",
+            label="下载 Downloads (result.json · processed_audio.wav · embedding.npy · segments.csv/.srt/.vtt)",
             file_count="multiple", interactive=False, elem_id="e2v-files",
         )
-    return [headline, score_plot, log_box, frame_views, track_plot, track_legend, segments, result_json, files_output]
+    return [headline, score_plot, log_box, frame_views, track_plot, track_legend, segments, result_json, files_output,
+            *conversation]
 
 
 def _error_outputs(error: UserFacingError) -> tuple:
@@ -506,7 +574,8 @@ def _error_outputs(error: UserFacingError) -> tuple:
         '<div class="e2v-card e2v-error">'
         f"<div><b>{html.escape(error.title)}</b><br>{html.escape(error.message, quote=False)}</div></div>"
     )
-    return (card, None, f"错误 Error: {error.message}", gr.update(visible=False), None, "", None, None, None)
+    return (card, None, f"错误 Error: {error.message}", gr.update(visible=False), None, "", None, None, None,
+            gr.update(visible=False), "", "", None)
 
 
 def _reporter(progress) -> ProgressCallback:
@@ -537,7 +606,12 @@ def _checked_blocks_class():
 
     class CheckedBlocks(gr.Blocks):
         async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+            predict = block_fn.api_name == "predict"
+            if predict:  # calls from before the speaker options send three inputs
+                inputs = api_values(inputs)
             try:
+                if predict and len(inputs) >= len(API_INPUTS):
+                    check_options(*inputs[1 : len(API_INPUTS)])  # before Gradio turns any value into text
                 return await super().preprocess_data(block_fn, inputs, state, explicit_call)
             except Exception as e:
                 explain = malformed_call_message

@@ -14,6 +14,8 @@ from .results import FRAME_HOP_S, EmotionResult, label_for
 GRANULARITIES = {  # value -> (radio label, one-line explanation)
     "utterance": ("整句级别 (utterance)", "整段音频给出一个情感 · one emotion for the whole clip"),
     "frame": ("帧级别 (frame)", "每 20 ms 一个情感，画出随时间的变化 · an emotion every 20 ms, plotted over time"),
+    "segment": ("语段级别 (segment)", "找出每段话，每段一个情感，可区分说话人 · an emotion per stretch of speech, "
+                "and who spoke (calls, sessions)"),
 }
 EMOTION_COLORS = {  # one colour per emotion, shared by the score chart and the time plot
     "angry": "#e4572e",

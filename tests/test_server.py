@@ -70,7 +70,7 @@ def test_other_peoples_results_cannot_be_fetched(ui_server, wav_clip):  # noqa: 
 
 
 MALFORMED = {  # what a call sends -> words its error must contain
-    "missing arguments": ([], "takes 3 inputs"),
+    "missing arguments": ([], "takes 3 to 5 inputs"),
     "audio as {}": ([{}, "utterance", False], "must be an uploaded file"),
     "audio as a plain string": (["clip.wav", "utterance", False], "must be an uploaded file"),
     "a path outside the upload folder": ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
@@ -83,6 +83,9 @@ MALFORMED = {  # what a call sends -> words its error must contain
     "embedding 5": ([None, "utterance", 5], "embedding must be true or false"),
     "embedding [1]": ([None, "utterance", [1]], "embedding must be true or false"),
     "granularity 'sentence'": ([None, "sentence", False], "granularity must be one of utterance, frame"),
+    "speakers 'stereo'": ([None, "segment", False, "stereo"], 'speakers must be "one", "channels"'),
+    "speaker names as an object": ([None, "segment", False, "channels", {"a": 1}], "speaker_names must be text"),
+    "speaker names repeated": ([None, "segment", False, "auto", ["a", "a"]], "speaker names must be distinct"),
 }
 
 

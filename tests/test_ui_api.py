@@ -63,7 +63,9 @@ def test_the_api_lists_only_predict_and_predict_batch(client):
     assert sorted(info["named_endpoints"]) == ["/predict", "/predict_batch"]
     assert not info["unnamed_endpoints"]
     endpoint = info["named_endpoints"]["/predict"]
-    assert [p["parameter_name"] for p in endpoint["parameters"]] == ["audio", "granularity", "embedding"]
+    assert [p["parameter_name"] for p in endpoint["parameters"]] == [
+        "audio", "granularity", "embedding", "speakers", "speaker_names"]
+    assert [p["parameter_has_default"] for p in endpoint["parameters"][3:]] == [True, True]
     assert [r["component"] for r in endpoint["returns"]] == ["Json", "File"]
     endpoint = info["named_endpoints"]["/predict_batch"]
     assert [p["parameter_name"] for p in endpoint["parameters"]] == ["files", "granularity", "embedding", "speakers"]
@@ -277,9 +279,10 @@ def test_handlers_answer_the_page_and_the_api(handlers, wav_clip, tmp_path):
     data, files = handlers.api_predict(str(wav_clip), "frame", True)
     assert data["granularity"] == "frame" and sorted(Path(f).name for f in files) == [
         "embedding.npy", "processed_audio.wav", "result.json"]
-    headline, scores, log, frame_mode, track, legend, segments, shown, page_files = handlers.page_recognize(
-        str(wav_clip), "utterance", False)
+    headline, scores, log, frame_mode, track, legend, segments, shown, page_files, *conversation = (
+        handlers.page_recognize(str(wav_clip), "utterance", False))
     assert frame_mode is False and track is None and len(page_files) == 2
+    assert conversation == [False, "", "", None]  # the conversation views stay hidden
     assert "MB written" in log.splitlines()[-2]
 
 
