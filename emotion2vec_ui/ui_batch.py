@@ -36,32 +36,20 @@ from datetime import datetime
 from pathlib import Path
 
 from .batch_upload import BatchFile, BatchLimitError, BatchLimits, gather_uploads, remove_workdir
-from .conversation import check_speakers
 from .errors import Emotion2vecError
 from .outputs import check_free_space, save_recognition
 from .pipeline import ProgressCallback
 from .results import label_for
 from .settings import Settings
 from .ui import RequestError, UserFacingError, check_options
-from .ui_views import EMOTION_COLORS, emotion_name
+from .ui_conversation import SPEAKER_CHOICES, parse_speakers
+from .ui_views import EMOTION_COLORS, GRANULARITIES, emotion_name
 
 log = logging.getLogger(__name__)
 
 BATCH_CONCURRENCY_ID = "batch"  # one batch at a time; the model itself is shared in turns
-GRANULARITY_CHOICES = {  # value -> radio label
-    "utterance": "整句级别 (utterance)",
-    "frame": "帧级别 (frame)",
-    "segment": "语音分段 (segment)",
-}
+GRANULARITY_CHOICES = {key: label for key, (label, _) in GRANULARITIES.items()}  # value -> radio label
 BATCH_GRANULARITIES = tuple(GRANULARITY_CHOICES)
-SPEAKER_CHOICES = {  # value -> dropdown label; the value as the API takes it
-    "one": "一位说话人 One speaker",
-    "channels": "每个声道一位 One per channel (stereo calls)",
-    "auto": "自动识别人数 Find the speakers",
-    "2": "2 位说话人 2 speakers",
-    "3": "3 位说话人 3 speakers",
-    "4": "4 位说话人 4 speakers",
-}
 API_INPUTS = ("files", "granularity", "embedding", "speakers")
 API_EXAMPLE = ('client.predict([handle_file("a.wav"), handle_file("calls.zip")], "utterance", False, "one", '
                'api_name="/predict_batch")')
@@ -256,14 +244,12 @@ def check_batch_options(granularity, embedding, speakers) -> str | int | None:
     if granularity not in BATCH_GRANULARITIES:
         raise RequestError(f"granularity must be one of {', '.join(BATCH_GRANULARITIES)}, not {granularity!r}.")
     check_options("utterance", embedding)
-    if speakers in (None, "", "one"):
-        return None
+    if isinstance(speakers, float) and speakers.is_integer():
+        speakers = int(speakers)
     try:
-        return check_speakers(speakers if not isinstance(speakers, float) or not speakers.is_integer()
-                              else int(speakers))
-    except ValueError:
-        raise RequestError(f'speakers must be "one", "channels", "auto" or a number of speakers (2, 3, ...), '
-                           f"not {speakers!r}.") from None
+        return parse_speakers(speakers)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def malformed_batch_message(inputs: list, error: Exception) -> str:

@@ -168,7 +168,7 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     ([{"path": "x"}], ("utterance", False, "one"), "must be a list of uploaded files"),
     (["x.wav"], ("sentence", False, "one"), "granularity must be one of utterance, frame, segment"),
     (["x.wav"], ("utterance", "yes", "one"), "embedding must be true or false"),
-    (["x.wav"], ("segment", False, "everyone"), 'speakers must be "one", "channels", "auto"'),
+    (["x.wav"], ("segment", False, "everyone"), 'speakers must be "one", "channels"'),
 ])
 def test_unusable_calls_are_refused_with_a_message(batch, files, options, words):
     from emotion2vec_ui.ui import RequestError
