@@ -346,6 +346,7 @@ CSS = """
 .e2v-score-bar i { display: block; height: 100%; }
 .e2v-score-value { text-align: right; font-variant-numeric: tabular-nums; }
 .e2v-top { font-weight: 700; }
+#e2v-files .label-clear-button { display: none; }  /* downloads are output only: nothing to remove */
 """
 EMOJI_FONTS = ["Noto Color Emoji", "Apple Color Emoji", "Segoe UI Emoji"]
 FONTS = ["Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", *EMOJI_FONTS, "system-ui", "sans-serif"]
