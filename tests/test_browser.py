@@ -239,3 +239,24 @@ def test_a_new_file_clears_the_previous_result(page, clips, tmp_path):
     log = page.locator("#e2v-log textarea").input_value()
     assert "注意 Note: 音频很短 Short clip" in log and "注意 Note: 几乎无声 Nearly silent" in log
     screenshot(page, "short_silent")
+
+
+def test_webm_dropped_on_the_audio_input_is_taken(page, tmp_path):
+    """A drop carries the browser's own type (video/webm for .webm), as a real drag from the desktop does."""
+    import base64
+
+    clip = write_audio(tmp_path / "dropped.webm", voice_like(2.0, 48_000, 1, seed=4), 48_000, "webm")
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "video/webm"}));
+            const target = document.querySelector("#e2v-audio .upload-container");
+            target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }""",
+        [base64.b64encode(clip.read_bytes()).decode(), clip.name],
+    )
+    expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile("dropped.webm"))
+    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+    recognise(page)
+    expect(page.locator("#e2v-headline")).to_contain_text("dropped.webm")

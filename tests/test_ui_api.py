@@ -386,3 +386,16 @@ def test_the_header_lists_the_checkpoints_own_labels(tiny_model, monkeypatch):
     monkeypatch.setattr(type(tiny_model), "labels", property(lambda self: ["angry", "happy", "sad"]))
     header = _header_markdown(tiny_model)
     assert "3 emotions" in header and "Neutral" not in header and "Happy" in header
+
+
+def test_console_shows_the_address_without_a_share_hint(ui_server):  # noqa: F811
+    """Gradio's own start-up lines end with a share=True hint that no option of the app supports."""
+    import time
+
+    line = f"* Running on local URL:  {ui_server.url}"
+    deadline = time.monotonic() + 60  # the page answers a moment before launch() returns and prints
+    while line not in ui_server.stdout_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client_output = ui_server.stdout_path.read_text()
+    assert line in client_output
+    assert "share=True" not in client_output + ui_server.stderr_path.read_text()
