@@ -21,6 +21,7 @@ from .errors import (
     EmptyAudioError,
     InvalidSamplesError,
     ModelLoadError,
+    MonoAudioError,
     UnsupportedCodecError,
 )
 from .outputs import save_recognition
@@ -31,7 +32,7 @@ __all__ = [
     "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",
     "AudioDecodeError", "AudioError", "AudioFileNotFoundError", "AudioLimitError", "AudioTooShortError",
     "CheckpointMismatchError", "CorruptAudioError", "Emotion2vecError", "EmptyAudioError",
-    "InvalidSamplesError", "ModelLoadError", "UnsupportedCodecError",
+    "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "UnsupportedCodecError",
     "save_recognition", "Recognition", "Recognizer", "load_model",
     "EMOTION_LABELS", "EmotionResult", "label_for",
 ]

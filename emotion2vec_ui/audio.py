@@ -4,13 +4,14 @@ Files and bytes are decoded with PyAV (FFmpeg's libraries shipped in the wheel, 
 system ffmpeg is needed), frame by frame: each decoded frame is downmixed (channel
 mean) and resampled with soxr right away, so only the 16 kHz mono result is held in
 memory, and the duration limit is enforced on decoded samples, not on headers.
+With `keep_channels=True` each channel is also resampled on its own and kept.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from .errors import (
     CorruptAudioError,
     EmptyAudioError,
     InvalidSamplesError,
+    MonoAudioError,
     UnsupportedCodecError,
 )
 from .formats import ACCEPTED_FORMATS, CONTAINER_NAMES
@@ -69,13 +71,28 @@ class AudioLimits:
 
 @dataclass
 class Audio:
-    """A decoded input: `waveform` (N,) float32 mono at 16 kHz, plus where it came from."""
+    """A decoded input: `waveform` (N,) float32 mono at 16 kHz, plus where it came from.
+
+    `channels` is (C, N) float32 at 16 kHz, each channel on its own, only when decoded
+    with `keep_channels=True` (`waveform` is still their mix).
+    """
 
     waveform: np.ndarray
     name: str
     source_rate: int
     source_channels: int
     source_format: str
+    channels: np.ndarray | None = field(default=None, repr=False)
+
+    def channel_waveforms(self) -> np.ndarray:
+        """(C, N) per-channel waveforms; raises MonoAudioError for a one-channel input."""
+        if self.channels is None or len(self.channels) < 2:
+            what = "has one channel" if self.source_channels < 2 else "was decoded without keep_channels=True"
+            raise MonoAudioError(
+                f"{self.name}: one speaker per channel needs a recording with two or more channels, "
+                f"and this one {what}. Choose a stereo recording, or let speakers be found automatically."
+            )
+        return self.channels
 
     @property
     def duration_s(self) -> float:
@@ -88,12 +105,13 @@ def load_audio(
     *,
     name: str | None = None,
     limits: AudioLimits | None = None,
+    keep_channels: bool = False,
 ) -> Audio:
     """Decode `source` (path, bytes, or numpy array with `sample_rate`) to 16 kHz mono.
 
     `name` is what error messages call the input (default: the path, or a generic
-    description). Raises a subclass of `AudioError` that names the input and says
-    what to do.
+    description). `keep_channels` also keeps each channel: `Audio.channels` (C, N).
+    Raises a subclass of `AudioError` that names the input and says what to do.
     """
     limits = limits or AudioLimits()
     if isinstance(source, tuple):
@@ -103,11 +121,11 @@ def load_audio(
             raise InvalidSamplesError(
                 "A numpy waveform needs its sample rate: pass (array, rate) or sample_rate=."
             )
-        audio = _from_array(source, int(sample_rate), name or "numpy waveform", limits)
+        audio = _from_array(source, int(sample_rate), name or "numpy waveform", limits, keep_channels)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "audio bytes"
         _check_size(len(source), name, limits)
-        audio = _decode(io.BytesIO(bytes(source)), name, limits)
+        audio = _decode(io.BytesIO(bytes(source)), name, limits, keep_channels)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or str(source)
@@ -118,7 +136,7 @@ def load_audio(
         _check_size(path.stat().st_size, name, limits)
         try:
             with open(path, "rb") as handle:
-                audio = _decode(handle, name, limits)
+                audio = _decode(handle, name, limits, keep_channels)
         except OSError as e:
             raise AudioReadError(
                 f"{name}: the file cannot be read ({e.strerror or e}). Check its permissions and the disk."
@@ -183,21 +201,30 @@ def _check_waveform(audio: Audio) -> None:
         )
 
 
-def _from_array(array: np.ndarray, rate: int, name: str, limits: AudioLimits) -> Audio:
+def _from_array(array: np.ndarray, rate: int, name: str, limits: AudioLimits, keep_channels: bool = False) -> Audio:
     """(N,) or 2-D waveform (channels on the shorter axis), int or float, to 16 kHz mono."""
     _check_rate(rate, name)
     if array.ndim not in (1, 2):
         raise InvalidSamplesError(f"{name}: expected a 1-D or 2-D waveform, got shape {array.shape}.")
     array = _int_to_float(array)
     channels = 1 if array.ndim == 1 else min(array.shape)
+    kept = None
+    if keep_channels:
+        per_channel = array[None] if array.ndim == 1 else np.moveaxis(array, int(np.argmin(array.shape)), 0)
+        kept = np.stack([_resample(np.asarray(c, dtype=np.float32), rate) for c in per_channel])
     if array.ndim == 2:
         array = array.mean(axis=int(np.argmin(array.shape)), dtype=np.float64)
     if len(array) / rate > limits.max_duration_s:
         raise _duration_error(name, limits)
-    mono = np.asarray(array, dtype=np.float32)
-    if rate != SAMPLE_RATE and len(mono):
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
-    return Audio(np.ascontiguousarray(mono, dtype=np.float32), name, rate, channels, "array")
+    mono = _resample(np.asarray(array, dtype=np.float32), rate)
+    return Audio(mono, name, rate, channels, "array", kept)
+
+
+def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """(n,) float32 at `rate` -> contiguous float32 at 16 kHz."""
+    if rate != SAMPLE_RATE and len(samples):
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 def _int_to_float(array: np.ndarray) -> np.ndarray:
@@ -214,12 +241,17 @@ def _int_to_float(array: np.ndarray) -> np.ndarray:
 
 def _frame_to_mono(frame) -> np.ndarray:
     """One decoded PyAV AudioFrame -> (n,) float32 channel mean, scaled to [-1, 1)."""
+    data = _frame_channels(frame)
+    return data.mean(axis=0, dtype=np.float32) if len(data) > 1 else data[0].astype(np.float32)
+
+
+def _frame_channels(frame) -> np.ndarray:
+    """One decoded PyAV AudioFrame -> (C, n) float samples scaled to [-1, 1)."""
     data = frame.to_ndarray()
     channels = len(frame.layout.channels)
     if not frame.format.is_planar:  # packed: (1, n * C), interleaved
         data = data.reshape(-1, channels).T
-    data = _int_to_float(data)
-    return data.mean(axis=0, dtype=np.float32) if channels > 1 else data[0].astype(np.float32)
+    return _int_to_float(data)
 
 
 def _sniff_container(head: bytes) -> str | None:
@@ -246,7 +278,7 @@ def _wav_declared_duration_s(head: bytes) -> float | None:
     return data_size / bytes_per_second
 
 
-def _decode(handle, name: str, limits: AudioLimits) -> Audio:
+def _decode(handle, name: str, limits: AudioLimits, keep_channels: bool = False) -> Audio:
     """Stream-decode a file object with PyAV, downmixing and resampling frame by frame."""
     import av  # deferred: PyAV loads FFmpeg's libraries
 
@@ -288,6 +320,7 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
         claimed = int(min(expected_s, limits.max_duration_s) * SAMPLE_RATE * 1.01) + SAMPLE_RATE
         output = _SampleBuffer(min(claimed, FIRST_BUFFER_SAMPLES))
         decoded = 0
+        kept = _ChannelKeeper(rate, channels) if keep_channels else None
         try:
             for frame in container.decode(stream):
                 if frame.sample_rate != rate:
@@ -300,6 +333,8 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
                 if decoded > max_source_samples:
                     raise _duration_error(name, limits)
                 output.append(resampler.resample_chunk(mono))
+                if kept:
+                    kept.append(frame)
         except av.error.DecoderNotFoundError as e:
             raise UnsupportedCodecError(
                 f"{name}: no decoder for its audio codec. Convert it to WAV, FLAC or MP3."
@@ -320,7 +355,29 @@ def _decode(handle, name: str, limits: AudioLimits) -> Audio:
             f"{name}: the file is truncated: its header promises {declared_s:.2f} s but only "
             f"{decoded_s:.2f} s of audio is there. Re-export or re-download the file."
         )
-    return Audio(output.samples(), name, rate, channels, shown)
+    waveform = output.samples()
+    return Audio(waveform, name, rate, channels, shown, kept.finish(len(waveform)) if kept else None)
+
+
+class _ChannelKeeper:
+    """Each channel of a stream, resampled to 16 kHz on its own, frame by frame."""
+
+    def __init__(self, rate: int, channels: int):
+        self.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+        self.channels = channels
+        self.chunks: list[np.ndarray] = []  # (n, C) each
+
+    def append(self, frame) -> None:
+        samples = np.ascontiguousarray(_frame_channels(frame).T, dtype=np.float32)
+        self.chunks.append(self.resampler.resample_chunk(samples))
+
+    def finish(self, length: int) -> np.ndarray:
+        """(C, length) float32: the same length as the mono mix."""
+        self.chunks.append(self.resampler.resample_chunk(np.zeros((0, self.channels), dtype=np.float32), last=True))
+        data = np.concatenate(self.chunks).T[:, :length]
+        out = np.zeros((self.channels, length), dtype=np.float32)
+        out[:, : data.shape[1]] = data
+        return out
 
 
 class _SampleBuffer:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .conversation import speakers_option
 from .errors import Emotion2vecError
 from .manifest import BatchInput, batch_input, discover_inputs
 from .results import GRANULARITIES
@@ -68,15 +69,18 @@ def iter_batch_rows(
     embedding: bool = False,
     *,
     save_folders: str | os.PathLike | None = None,
+    speakers=None,
 ) -> Iterator[dict]:
     """One row per input, in input order (see batch_table.py for the columns); bad inputs
     give error rows and the rest go on. With `save_folders` every recognised input also
-    gets its output folder there (`output_dir`)."""
+    gets its output folder there (`output_dir`). `speakers`: the segment mode's speaker
+    mode (None, "channels", "auto" or a count)."""
     from .batch_table import error_row, result_row
     from .outputs import save_recognition
 
     items = [item if isinstance(item, BatchInput) else batch_input(item) for item in items]
-    recognitions = recognizer.iter_recognitions([item.path for item in items], granularity, embedding)
+    recognitions = recognizer.iter_recognitions([item.path for item in items], granularity, embedding,
+                                               speakers=speakers)
     for item, rec in zip(items, recognitions):
         if rec.error is not None:
             yield error_row(item, rec.error, recognizer.model_name, granularity)
@@ -105,6 +109,7 @@ def run_batch(
     on_row: RowCallback | None = None,
     on_start: Callable[[int], None] | None = None,
     keep_rows: bool = False,
+    speakers=None,
 ) -> BatchSummary:
     """Recognise `inputs` (files, folders, manifests) into the table `out` (.parquet, .csv, .jsonl).
 
@@ -131,7 +136,8 @@ def run_batch(
         pending, pending_since = [], time.monotonic()
 
     try:
-        for row in iter_batch_rows(recognizer, todo, granularity, embedding, save_folders=save_folders):
+        for row in iter_batch_rows(recognizer, todo, granularity, embedding, save_folders=save_folders,
+                                   speakers=speakers):
             pending.append(row)
             summary.failed += bool(row["error"])
             summary.done += not row["error"]
@@ -222,7 +228,10 @@ def add_batch_command(commands) -> None:
     batch.add_argument("--out", default=DEFAULT_OUT, metavar="TABLE",
                        help="results table: .parquet (default results.parquet), .csv or .jsonl")
     batch.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
-                       help="one verdict per file (utterance) or also a 20 ms track (frame)")
+                       help="one verdict per file (utterance), also a 20 ms track (frame), or one per "
+                            "speech segment (segment)")
+    batch.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",
+                       help="segment mode: one speaker per channel, speakers found automatically, or N speakers")
     batch.add_argument("--embedding", action="store_true", help="add the embedding column (float32 list)")
     batch.add_argument("--save-folders", action="store_true",
                        help="also write an output folder per file (under --output-dir)")
@@ -280,6 +289,7 @@ def run_batch_command(args: argparse.Namespace, settings) -> int:
                 gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                 rows_per_part=args.rows_per_part, retry_failed=args.retry_failed,
                 save_folders=save_folders, on_row=on_row, on_start=progress.start if progress else None,
+                speakers=args.speakers,
             )
         else:
             from .pipeline import load_model
@@ -288,7 +298,7 @@ def run_batch_command(args: argparse.Namespace, settings) -> int:
             summary = run_batch(
                 recognizer, items, args.out, args.granularity, args.embedding, save_folders=save_folders,
                 retry_failed=args.retry_failed, rows_per_part=args.rows_per_part, on_row=on_row,
-                on_start=progress.start if progress else None,
+                on_start=progress.start if progress else None, speakers=args.speakers,
             )
     except Emotion2vecError as e:
         if progress:

@@ -41,12 +41,13 @@ def import_ray():
 class RecognizerActor:
     """One loaded model per Ray actor: a batch of inputs (pyarrow) -> their rows (pyarrow)."""
 
-    def __init__(self, model, engine_options, granularity, embedding, save_folders):
+    def __init__(self, model, engine_options, granularity, embedding, save_folders, speakers=None):
         from .batch import batch_schema
         from .pipeline import load_model
 
         self.recognizer = load_model(model, **engine_options)
         self.granularity, self.embedding, self.save_folders = granularity, embedding, save_folders
+        self.speakers = speakers
         self.schema = batch_schema(self.recognizer, granularity, embedding)
 
     def __call__(self, batch):
@@ -55,7 +56,7 @@ class RecognizerActor:
         items = [BatchInput(**row) for row in batch.to_pylist()]
         try:
             rows = list(iter_batch_rows(self.recognizer, items, self.granularity, self.embedding,
-                                        save_folders=self.save_folders))
+                                        save_folders=self.save_folders, speakers=self.speakers))
         except Exception as e:  # noqa: BLE001 - a failure in one batch must not end the job
             rows = [error_row(item, e, self.recognizer.model_name, self.granularity) for item in items]
         return rows_to_table(rows, self.schema)
@@ -83,6 +84,7 @@ def run_batch_ray(
     save_folders: str | os.PathLike | None = None,
     on_row: RowCallback | None = None,
     on_start: Callable[[int], None] | None = None,
+    speakers=None,
 ) -> BatchSummary:
     """`run_batch` on Ray Data: the same rows in the same table, recognised by `workers` actors.
 
@@ -102,7 +104,8 @@ def run_batch_ray(
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        actor_args = (model, engine_options, granularity, embedding, str(save_folders) if save_folders else None)
+        actor_args = (model, engine_options, granularity, embedding, str(save_folders) if save_folders else None,
+                      speakers)
         if is_uri(out):
             return _write_uri(ray, items, str(out), actor_args, workers, gpus_per_worker, cpus_per_worker,
                               rows_per_part, started, on_start)

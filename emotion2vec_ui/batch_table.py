@@ -70,7 +70,17 @@ SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()),
 
 def _frame_values(result: EmotionResult) -> dict:
     scores = result.frame_scores.astype(np.float32)
-    return {"num_frames": len(scores), "frame_scores": list(scores), "segments": result.segments(SEGMENT_MIN_S)}
+    return {"num_frames": len(scores), "frame_scores": list(scores), "segments": result.frame_runs(SEGMENT_MIN_S)}
+
+
+SPEECH_SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()), ("speaker", pa.string()),
+                            ("emotion", pa.string()), ("confidence", pa.float64()), ("short", pa.bool_()),
+                            ("mixed_speakers", pa.bool_())])
+
+
+def _segment_values(result: EmotionResult) -> dict:
+    rows = [{key: seg.to_dict()[key] for key in SPEECH_SEGMENT.names} for seg in result.segments]
+    return {"num_segments": len(rows), "speech_s": float(sum(s.duration_s for s in result.segments)), "segments": rows}
 
 
 # Columns a granularity adds to the base ones: (fields, values of one result). A new
@@ -82,8 +92,13 @@ GRANULARITY_COLUMNS: dict[str, tuple[list[pa.Field], Callable[[EmotionResult], d
          pa.field("segments", pa.list_(SEGMENT))],
         _frame_values,
     ),
+    "segment": (
+        [pa.field("num_segments", pa.int64()), pa.field("speech_s", pa.float64()),
+         pa.field("segments", pa.list_(SPEECH_SEGMENT))],
+        _segment_values,
+    ),
 }
-EMBEDDING_TYPES = {"utterance": VECTOR, "frame": pa.list_(VECTOR)}
+EMBEDDING_TYPES = {"utterance": VECTOR, "frame": pa.list_(VECTOR), "segment": pa.list_(VECTOR)}
 
 
 class BatchTableError(Emotion2vecError, ValueError):

@@ -14,6 +14,7 @@ import sys
 import time
 
 from .batch import add_batch_command, run_batch_command
+from .conversation import speakers_option
 from .errors import Emotion2vecError
 from .formats import ACCEPTED_FORMATS
 from .results import GRANULARITIES
@@ -30,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="recognise the emotion in audio files")
     predict.add_argument("files", nargs="+", metavar="FILE", help=f"audio files ({ACCEPTED_FORMATS})")
     predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
-                         help="one verdict per file (utterance) or a 20 ms track (frame)")
+                         help="one verdict per file (utterance), a 20 ms track (frame) or one per speech segment (segment)")
+    predict.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",
+                         help="segment mode: one speaker per channel, speakers found automatically, or N speakers "
+                              "(default: one speaker)")
+    predict.add_argument("--speaker-names", default=None, type=lambda text: text.split(","), metavar="A,B",
+                         help="segment mode: names for the speakers, e.g. agent,customer")
     predict.add_argument("--embedding", action="store_true", help="also save embedding.npy")
     predict.add_argument("--no-save", action="store_true", help="print results without writing folders")
     predict.add_argument("--json", action="store_true", help="print one JSON object per file (errors too, on stdout)")
@@ -95,7 +101,9 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         sweep_staging(settings.output_dir)
     progress = None if args.quiet or args.json or not sys.stderr.isatty() else _ProgressBar()
     failed = 0
-    for rec in model.iter_recognitions(args.files, args.granularity, args.embedding, progress=progress):
+    recognitions = model.iter_recognitions(args.files, args.granularity, args.embedding, progress=progress,
+                                           speakers=args.speakers, speaker_names=args.speaker_names)
+    for rec in recognitions:
         if progress:
             progress.clear()
         folder = None
@@ -123,9 +131,18 @@ def _format(rec, folder, as_json: bool) -> str:
         return json.dumps(data, ensure_ascii=False)
     line = f"{rec.name}\t{result.emotion}\t{result.confidence:.3f}\t{result.display}\t{result.duration_s:.2f}s"
     if result.granularity == "frame":
-        segments = result.segments(min_duration_s=0.5)
+        segments = result.frame_runs(min_duration_s=0.5)
         line += f"\t{len(result.frame_scores)} frames, {len(segments)} segments"
-    return line + (f"\t{folder}" if folder else "")
+    if result.granularity == "segment":
+        line += f"\t{len(result.segments)} segments" + (f"\t{result.note}" if result.note else "")
+    line += f"\t{folder}" if folder else ""
+    return "\n".join([line, *(f"{rec.name}\t{_segment_line(segment)}" for segment in result.segments)])
+
+
+def _segment_line(segment) -> str:
+    flags = " (short)" if segment.short else ""
+    return (f"{segment.start_s:.2f}-{segment.end_s:.2f}s\t{segment.speaker}\t{segment.emotion}\t"
+            f"{segment.confidence:.3f}\t{segment.display}{flags}")
 
 
 class _ProgressBar:

@@ -48,6 +48,10 @@ class InvalidSamplesError(AudioError):
     """The waveform holds NaN or infinite samples, or has an unusable shape or rate."""
 
 
+class MonoAudioError(AudioError):
+    """One speaker per channel was asked of a recording with a single channel."""
+
+
 class ModelLoadError(Emotion2vecError, RuntimeError):
     """The checkpoint cannot be found, downloaded or built."""
 

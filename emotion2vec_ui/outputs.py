@@ -4,7 +4,8 @@
         processed_audio.wav   the 16 kHz mono waveform the model saw (16-bit PCM WAV; 32-bit
                               float when a sample lies outside [-1, 1], so nothing is clipped)
         result.json           emotion, confidence, scores, granularity, timestamp, ...
-        embedding.npy         only when asked: (D,) utterance or (T, D) frame features
+        embedding.npy         only when asked: (D,) utterance, (T, D) frame or (S, D) segment features
+        segments.csv/.srt/.vtt  segment mode only: the segment table and subtitles (subtitles.py)
 
 A folder is written under a hidden temporary name (`.incomplete_<pid>_<random>`) and
 renamed into place, so it appears complete or not at all; an existing folder is never
@@ -31,6 +32,7 @@ import soundfile as sf
 from .audio import SAMPLE_RATE, Audio
 from .errors import OutputWriteError
 from .results import EmotionResult
+from .subtitles import write_segment_files
 
 DEFAULT_OUTPUT_ROOT = "outputs"
 FOLDER_PREFIX = "outputs_"
@@ -73,6 +75,8 @@ def save_recognition(
         if result.embedding is not None:
             np.save(staging / EMBEDDING_FILE, result.embedding.astype(np.float32))
             data["embedding_file"] = EMBEDDING_FILE
+        if result.granularity == "segment":
+            data.update(write_segment_files(result, staging))
         data["audio_file"] = AUDIO_FILE
         (staging / RESULT_FILE).write_text(result_json(data), encoding="utf-8")
         return _publish(staging, root, FOLDER_PREFIX + now.strftime(TIMESTAMP_FORMAT))

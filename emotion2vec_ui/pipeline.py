@@ -124,6 +124,7 @@ class Recognizer:
         context_s: float = DEFAULT_CONTEXT_S,
         batch_s: float | None = None,
         limits: AudioLimits | None = None,
+        vad=None,
     ):
         from .backend_common import check_window
 
@@ -137,6 +138,7 @@ class Recognizer:
         device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
         self.batch_samples = int((batch_s or DEFAULT_BATCH_S[device_kind]) * SAMPLE_RATE)
         self.limits = limits or AudioLimits()
+        self.vad = vad  # vad.VadSettings of segment mode (None: the defaults)
         self._model_lock = threading.Lock()
 
     @property
@@ -162,15 +164,19 @@ class Recognizer:
         sample_rate: int | None = None,
         name: str | None = None,
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> EmotionResult:
         """The emotion of one input: a path, bytes, (array, rate), or a decoded `Audio`.
 
-        granularity "utterance" gives one verdict; "frame" adds a 20 ms track. With
-        `embedding=True` the result carries the features: (D,) or (T, D).
+        granularity "utterance" gives one verdict; "frame" adds a 20 ms track; "segment"
+        one verdict per speech segment, with `speakers` None, "channels", "auto" or a count
+        (see conversation.py). With `embedding=True` the result carries the features:
+        (D,), (T, D) or (segments, D).
         """
         _check_granularity(granularity)
-        decoded = self.decode(audio, sample_rate=sample_rate, name=name)
-        return self.recognize([decoded], granularity, embedding, progress)[0]
+        decoded = self.decode(audio, sample_rate=sample_rate, name=name, keep_channels=speakers == "channels")
+        return self.recognize([decoded], granularity, embedding, progress, speakers=speakers, speaker_names=speaker_names)[0]
 
     def predict_batch(
         self,
@@ -180,6 +186,8 @@ class Recognizer:
         *,
         on_error: str = "raise",
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> list[EmotionResult | Emotion2vecError]:
         """Results for many inputs, in input order.
 
@@ -189,7 +197,10 @@ class Recognizer:
         if on_error not in ("raise", "return"):
             raise ValueError('on_error must be "raise" or "return"')
         results = []
-        for rec in self.iter_recognitions(items, granularity, embedding, progress=progress):
+        recognitions = self.iter_recognitions(
+            items, granularity, embedding, progress=progress, speakers=speakers, speaker_names=speaker_names
+        )
+        for rec in recognitions:
             if rec.error is not None and on_error == "raise":
                 raise rec.error
             results.append(rec.error if rec.error is not None else rec.result)
@@ -203,6 +214,8 @@ class Recognizer:
         *,
         names: Iterable[str] | None = None,
         progress: ProgressCallback | None = None,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> Iterator[Recognition]:
         """Decode and recognise `items` in chunks, yielding each in input order.
 
@@ -213,23 +226,27 @@ class Recognizer:
         items = list(items)
         names = list(names) if names is not None else [_describe(item) for item in items]
         chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
+        keep = speakers == "channels"
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(self._decode_chunk, items, names, chunks[0]) if chunks else None
+            pending = pool.submit(self._decode_chunk, items, names, chunks[0], keep) if chunks else None
             for number in range(len(chunks)):
                 recognitions = pending.result()
                 if number + 1 < len(chunks):
-                    pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1])
+                    pending = pool.submit(self._decode_chunk, items, names, chunks[number + 1], keep)
                 ok = [rec for rec in recognitions if rec.error is None]
                 chunk_progress = _scaled(progress, number / len(chunks), 1 / len(chunks))
-                for rec, result in zip(ok, self.recognize([r.audio for r in ok], granularity, embedding, chunk_progress)):
+                results = self._recognize_each(ok, granularity, embedding, chunk_progress, speakers, speaker_names)
+                for rec, result in zip(ok, results):
                     rec.result = result
                 yield from recognitions
 
-    def decode(self, audio, *, sample_rate: int | None = None, name: str | None = None) -> Audio:
+    def decode(
+        self, audio, *, sample_rate: int | None = None, name: str | None = None, keep_channels: bool = False
+    ) -> Audio:
         """Any accepted input -> `Audio` (16 kHz mono), within this recognizer's limits."""
         if isinstance(audio, Audio):
             return audio
-        return load_audio(audio, sample_rate, name=name, limits=self.limits)
+        return load_audio(audio, sample_rate, name=name, limits=self.limits, keep_channels=keep_channels)
 
     def recognize(
         self,
@@ -237,9 +254,18 @@ class Recognizer:
         granularity: str = "utterance",
         embedding: bool = False,
         progress: ProgressCallback | None = None,
+        *,
+        speakers=None,
+        speaker_names: list[str] | None = None,
     ) -> list[EmotionResult]:
         """Results for decoded inputs, their windows run together in length-sorted batches."""
         _check_granularity(granularity)
+        if granularity == "segment":
+            from .conversation import recognize_segments  # deferred: loads the VAD
+
+            return [recognize_segments(self, audio, speakers, speaker_names, embedding, vad=self.vad,
+                                       progress=progress)
+                    for audio in audios]
         backend = self.backend
         tracks = []
         for audio in audios:
@@ -308,12 +334,27 @@ class Recognizer:
             source=track.audio.name, embedding=vector, frame_probs=frame_probs,
         )
 
-    def _decode_chunk(self, items: list, names: list[str], indices: range) -> list[Recognition]:
+    def _recognize_each(self, recs, granularity, embedding, progress, speakers, speaker_names) -> list:
+        """`recognize` on the decoded inputs of `recs`; a segment-mode error stays with its input."""
+        if granularity != "segment":
+            return self.recognize([r.audio for r in recs], granularity, embedding, progress)
+        results = []
+        for number, rec in enumerate(recs):
+            try:
+                own_progress = _scaled(progress, number / len(recs), 1 / len(recs))
+                results.append(self.recognize([rec.audio], granularity, embedding, own_progress,
+                                              speakers=speakers, speaker_names=speaker_names)[0])
+            except Emotion2vecError as e:
+                rec.error = e
+                results.append(None)
+        return results
+
+    def _decode_chunk(self, items: list, names: list[str], indices: range, keep_channels: bool = False) -> list[Recognition]:
         recognitions = []
         for i in indices:
             rec = Recognition(index=i, name=names[i])
             try:
-                rec.audio = self.decode(items[i], name=names[i])
+                rec.audio = self.decode(items[i], name=names[i], keep_channels=keep_channels)
             except Emotion2vecError as e:
                 rec.error = e
             recognitions.append(rec)
@@ -363,6 +404,7 @@ def load_model(
     limits: AudioLimits | None = None,
     warm_up: bool = True,
     backend: str = "torch",
+    vad=None,
 ) -> Recognizer:
     """Load emotion2vec+ (default: large from ModelScope) once and return a Recognizer.
 
@@ -370,7 +412,8 @@ def load_model(
     `hub` "ms" (ModelScope, default) or "hf"; `device` "cpu", "cuda", "cuda:1", ...
     (default CUDA when available). `precision` "fp32" (default, exact), "bf16" or "fp16"
     (autocast matmuls), "int8" (CPU: quantised transformer linears). `limits` bounds each
-    input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours).
+    input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours). `vad`
+    (vad.VadSettings) tunes segment mode's speech detection.
     `warm_up` runs a 2 s dummy input once so the first request is as fast as later ones.
     `backend="onnx"`: `model` is a folder written by `export-onnx`, run on ONNX Runtime
     without torch or funasr (its precision was chosen at export). Nothing is read from
@@ -389,7 +432,8 @@ def load_model(
         from .model import load_backend  # deferred: imports torch and funasr
 
         engine = load_backend(model, hub, device, precision)
-    recognizer = Recognizer(engine, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits)
+    recognizer = Recognizer(engine, window_s=window_s, context_s=context_s, batch_s=batch_s, limits=limits,
+                            vad=vad)
     if warm_up:
         recognizer.warm_up()
     return recognizer

@@ -4,6 +4,10 @@ Labels come from a checkpoint's `tokens.txt`, one per output index, spelled
 "中文/english" (e.g. `生气/angry`) with `<unk>` last. Older checkpoint revisions carry
 `unuse_*` placeholders, which funasr masks out; so a model may have fewer than 9
 usable classes and every score table here is keyed by the checkpoint's own labels.
+
+Granularity "segment" results carry `segments` (one `Segment` per speech segment, in
+time order) and `speakers` (a `SpeakerSummary` each); their whole-file scores are the
+speech-time-weighted mean of the segments' scores.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FRAME_HOP_S = 0.02  # seconds between frames: 320 samples at 16 kHz
-GRANULARITIES = ("utterance", "frame")
+GRANULARITIES = ("utterance", "frame", "segment")
+SHORT_SEGMENT_S = 1.0  # segments shorter than this are flagged: emotion on them is unreliable
+STRONGEST_MOMENTS = 3  # top segments kept per speaker and emotion in the summary
+NOT_AN_EMOTION = ("neutral", "other", "unknown")  # left out of the strongest moments
+FRAME_RUN_MIN_S = 0.5  # shortest run of one emotion in a frame result's JSON "segments"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,78 @@ def usable_label_indices(tokens: list[str]) -> list[int]:
 
 
 @dataclass
+class Segment:
+    """One speech segment of a "segment" result: who spoke when, and with what emotion.
+
+    `scores` are the utterance probabilities of the segment's waveform alone (exactly the
+    result of predicting that cut); `embedding` is its (D,) features when asked.
+    """
+
+    start_s: float
+    end_s: float
+    speaker: str
+    emotion: str
+    confidence: float
+    scores: dict[str, float]
+    mixed_speakers: bool = False  # may hold a second voice too briefly to split off
+    embedding: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def short(self) -> bool:
+        """Shorter than SHORT_SEGMENT_S: read its emotion with care."""
+        return self.duration_s < SHORT_SEGMENT_S
+
+    @property
+    def display(self) -> str:
+        return label_for(self.emotion).display
+
+    def to_dict(self) -> dict:
+        return {
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "speaker": self.speaker,
+            "emotion": self.emotion,
+            "emotion_display": self.display,
+            "confidence": self.confidence,
+            "scores": self.scores,
+            "short": self.short,
+            "mixed_speakers": self.mixed_speakers,
+        }
+
+
+@dataclass
+class SpeakerSummary:
+    """What one speaker's segments add up to.
+
+    `emotion_shares`: the fraction of the speaker's speech time spent in segments of each
+    emotion (sums to 1); `strongest`: for each emotion that is not neutral, other or
+    unknown, up to STRONGEST_MOMENTS of its segments, most confident first.
+    """
+
+    speaker: str
+    speech_s: float
+    num_segments: int
+    emotion_shares: dict[str, float]
+    dominant_emotion: str
+    strongest: dict[str, list[dict]]
+
+    def to_dict(self) -> dict:
+        return {
+            "speaker": self.speaker,
+            "speech_s": round(self.speech_s, 3),
+            "num_segments": self.num_segments,
+            "emotion_shares": {key: round(value, 6) for key, value in self.emotion_shares.items()},
+            "dominant_emotion": self.dominant_emotion,
+            "dominant_emotion_display": label_for(self.dominant_emotion).display,
+            "strongest": self.strongest,
+        }
+
+
+@dataclass
 class EmotionResult:
     """The emotion of one audio input.
 
@@ -75,7 +155,9 @@ class EmotionResult:
     granularities. Frame mode adds `frame_scores` (T, K) — the head applied to each
     20 ms frame's features, softmaxed — and `frame_times` (T,), the start of each frame
     in seconds. `embedding` is (D,) for "utterance" and (T, D) for "frame" when asked,
-    else None (D = 1024 for plus_large).
+    else None (D = 1024 for plus_large). Segment mode fills `segments`, `speakers` and
+    `timings_s` ({"vad", "speakers", "emotion"} seconds), its `embedding` is (S, D) one
+    row per segment, and `note` says when no speech was found.
     """
 
     emotion: str
@@ -88,6 +170,10 @@ class EmotionResult:
     embedding: np.ndarray | None = field(default=None, repr=False)
     frame_scores: np.ndarray | None = field(default=None, repr=False)
     frame_times: np.ndarray | None = field(default=None, repr=False)
+    segments: list[Segment] = field(default_factory=list)
+    speakers: list[SpeakerSummary] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -106,7 +192,7 @@ class EmotionResult:
         labels = self.labels
         return [labels[i] for i in self.frame_scores.argmax(axis=1)]
 
-    def segments(self, min_duration_s: float = 0.0) -> list[dict]:
+    def frame_runs(self, min_duration_s: float = 0.0) -> list[dict]:
         """Runs of frames sharing one dominant emotion: [{start_s, end_s, emotion, confidence}].
 
         Runs shorter than `min_duration_s` are merged into the run before them, so a
@@ -158,7 +244,14 @@ class EmotionResult:
             data["num_frames"] = int(len(self.frame_scores))
             data["frame_labels"] = self.labels
             data["frame_scores"] = np.round(self.frame_scores, 6).tolist()
-            data["segments"] = self.segments(min_duration_s=0.5)
+            data["segments"] = self.frame_runs(min_duration_s=FRAME_RUN_MIN_S)
+        if self.granularity == "segment":
+            data["num_segments"] = len(self.segments)
+            data["segments"] = [segment.to_dict() for segment in self.segments]
+            data["speakers"] = [summary.to_dict() for summary in self.speakers]
+            data["timings_s"] = {key: round(value, 3) for key, value in self.timings_s.items()}
+        if self.note:
+            data["note"] = self.note
         return data
 
 
@@ -189,3 +282,55 @@ def build_result(
         frame_scores=frame_probs,
         frame_times=frame_times,
     )
+
+
+def build_segment_result(
+    segments: list[Segment],
+    labels: list[str],
+    duration_s: float,
+    model: str,
+    source: str | None = None,
+    embedding: bool = False,
+    note: str | None = None,
+) -> EmotionResult:
+    """A "segment" result: whole-file scores are the speech-time-weighted mean of the segments'.
+
+    With no segments the scores are all 0 and the emotion "unknown"; `note` says why.
+    """
+    segments = sorted(segments, key=lambda s: (s.start_s, s.speaker))
+    weights = np.array([s.duration_s for s in segments])
+    table = np.array([[s.scores[label] for label in labels] for s in segments]).reshape(len(segments), len(labels))
+    mean = weights @ table / weights.sum() if len(segments) else np.zeros(len(labels))
+    result = build_result(mean, labels, "segment", duration_s, model, source=source)
+    if not segments:
+        result.emotion, result.confidence = "unknown", 0.0
+    if embedding and segments:
+        result.embedding = np.stack([s.embedding for s in segments])
+    result.segments = segments
+    result.speakers = summarize_speakers(segments, labels)
+    result.note = note
+    return result
+
+
+def summarize_speakers(segments: list[Segment], labels: list[str]) -> list[SpeakerSummary]:
+    """One SpeakerSummary per speaker, in order of first appearance."""
+    names = list(dict.fromkeys(s.speaker for s in sorted(segments, key=lambda s: s.start_s)))
+    summaries = []
+    for name in names:
+        own = [s for s in segments if s.speaker == name]
+        speech_s = sum(s.duration_s for s in own)
+        shares = {label: sum(s.duration_s for s in own if s.emotion == label) / speech_s for label in labels}
+        strongest = {}
+        for label in labels:
+            if label in NOT_AN_EMOTION:
+                continue
+            top = sorted((s for s in own if s.emotion == label), key=lambda s: -s.confidence)[:STRONGEST_MOMENTS]
+            if top:
+                strongest[label] = [
+                    {"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "confidence": s.confidence}
+                    for s in top
+                ]
+        summaries.append(
+            SpeakerSummary(name, speech_s, len(own), shares, max(shares, key=shares.get), strongest)
+        )
+    return summaries

@@ -30,6 +30,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_WINDOW_S = 60.0  # the attention bias grows with the square of the window (see backend_common.py)
 MIN_WINDOW_S = 5.0  # a window must exceed twice the 2 s context
 PROGRAMS = ("server", "cli")
+# Segment mode's voice-activity detector (vad.py).
+VAD_THRESHOLD = 0.5  # speech probability that starts a segment
+VAD_MIN_SPEECH_S = 0.25  # shorter bursts of speech are dropped
+VAD_JOIN_GAP_S = 0.5  # pauses shorter than this do not end a segment
+VAD_MAX_SEGMENT_S = 20.0  # longer speech is split at its quietest point
 MODEL_PROGRAMS = ("server", "cli", "export")  # export: `export-onnx` takes only the checkpoint's options
 
 
@@ -84,6 +89,20 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _max_segment_s(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= MAX_WINDOW_S:
+        raise ValueError(f"must be between 1 and {MAX_WINDOW_S:g} seconds")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -103,6 +122,14 @@ OPTIONS = (
            choices=BACKENDS),
     Option("window_s", "E2V_WINDOW_S", 30.0, f"longest piece of audio the model sees at once, "
            f"{MIN_WINDOW_S:g}-{MAX_WINDOW_S:g} s", parse=_window_s, metavar="SECONDS"),
+    Option("vad_threshold", "E2V_VAD_THRESHOLD", VAD_THRESHOLD, "segment mode: speech probability that starts "
+           "a segment, 0-1 (lower finds quieter speech)", parse=_probability, metavar="P"),
+    Option("vad_min_speech_s", "E2V_VAD_MIN_SPEECH_S", VAD_MIN_SPEECH_S, "segment mode: shorter bursts of speech "
+           "are dropped", parse=_non_negative, metavar="SECONDS"),
+    Option("vad_join_gap_s", "E2V_VAD_JOIN_GAP_S", VAD_JOIN_GAP_S, "segment mode: pauses shorter than this do "
+           "not end a segment", parse=_non_negative, metavar="SECONDS"),
+    Option("vad_max_segment_s", "E2V_VAD_MAX_SEGMENT_S", VAD_MAX_SEGMENT_S, "segment mode: longer speech is "
+           "split at its quietest point", parse=_max_segment_s, metavar="SECONDS"),
     Option("output_dir", "E2V_OUTPUT_DIR", "outputs", "where the outputs_YYYYMMDD_HHMMSS folders go", metavar="DIR"),
     Option("max_file_mb", "E2V_MAX_FILE_MB", CLI_MAX_FILE_MB, "largest input file, MB", parse=_positive(float),
            server_default=200.0, metavar="MB"),
@@ -135,6 +162,10 @@ class Settings:
     precision: str
     backend: str
     window_s: float
+    vad_threshold: float
+    vad_min_speech_s: float
+    vad_join_gap_s: float
+    vad_max_segment_s: float
     output_dir: str
     max_file_mb: float
     max_duration_s: float
@@ -158,10 +189,13 @@ class Settings:
     def engine_options(self) -> dict:
         """Keyword arguments of `load_model` (the model is its first argument)."""
         from .audio import AudioLimits
+        from .vad import VadSettings
 
         return {
             "hub": self.hub, "device": self.device, "precision": self.precision, "backend": self.backend,
             "window_s": self.window_s,
+            "vad": VadSettings(threshold=self.vad_threshold, min_speech_s=self.vad_min_speech_s,
+                               join_gap_s=self.vad_join_gap_s, max_segment_s=self.vad_max_segment_s),
             "limits": AudioLimits(max_file_bytes=self.max_file_bytes, max_duration_s=self.max_duration_s),
         }
 

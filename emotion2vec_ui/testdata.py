@@ -2,11 +2,15 @@
 
 `write_audio` encodes a waveform in any format the app accepts; `voice_like` makes a
 deterministic signal with a gliding pitch, harmonics and syllable-like bursts, so
-files carry sound that changes over time rather than a bare tone.
+files carry sound that changes over time rather than a bare tone. `speak` makes real
+synthetic speech with the espeak-ng program (Debian package espeak-ng).
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +32,9 @@ ENCODINGS = {
 }
 SUFFIXES = {"wav_u8": ".wav", "wav_s24": ".wav", "wav_s32": ".wav", "wav_f32": ".wav", "opus": ".opus"}
 OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
+# Two clearly different espeak-ng voices: (voice, pitch 0-99, words per minute).
+VOICES = {"low": ("en-us+m3", 25, 150), "high": ("en-us+f4", 90, 175)}
+SILENCE_FLOOR = 1e-3  # |sample| below this counts as silence in `speech_bounds`
 
 
 def suffix_for(fmt: str) -> str:
@@ -100,3 +107,24 @@ def _to_format(block: np.ndarray, sample_format: str) -> np.ndarray:
     if sample_format.endswith("p"):  # planar: (C, n)
         return np.ascontiguousarray(data.T)
     return data.reshape(1, -1)  # packed: (1, n * C), interleaved
+
+
+def speak(text: str, voice: str = "low") -> np.ndarray:
+    """`text` spoken by an espeak-ng voice (a key of VOICES): (N,) float32 at 16 kHz."""
+    from .audio import load_audio
+
+    program = shutil.which("espeak-ng")
+    if program is None:
+        raise RuntimeError("espeak-ng is not installed: apt-get install -y espeak-ng")
+    name, pitch, speed = VOICES[voice]
+    with tempfile.TemporaryDirectory() as folder:  # a file, since --stdout leaves the WAV size unset
+        path = Path(folder) / "speech.wav"
+        subprocess.run([program, "-v", name, "-p", str(pitch), "-s", str(speed), "-w", str(path), text],
+                       check=True, capture_output=True)
+        return load_audio(path, name=f"espeak-ng {name}").waveform
+
+
+def speech_bounds(waveform: np.ndarray) -> tuple[int, int]:
+    """[first, last) sample above SILENCE_FLOOR: where a clean recording's sound is."""
+    loud = np.flatnonzero(np.abs(waveform) > SILENCE_FLOOR)
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, 0)

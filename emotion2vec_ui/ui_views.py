@@ -185,7 +185,7 @@ def segment_table(result: EmotionResult, max_points: int = TRACK_POINTS):
             label_for(seg["emotion"]).display,
             f"{seg['confidence']:.1%}",
         ]
-        for seg in smoothed.segments(segment_min_s(result.duration_s))
+        for seg in smoothed.frame_runs(segment_min_s(result.duration_s))
     ]
     return pd.DataFrame(rows, columns=columns)
 

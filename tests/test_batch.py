@@ -90,6 +90,35 @@ def test_files_folders_and_manifest_with_two_bad_inputs(corpus, tiny_checkpoint,
     assert not (tmp_path / ".results.parquet.parts").exists()
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_segment_mode_rows_hold_each_speakers_segments(tiny_checkpoint, tiny_model, tmp_path, suffix, capsys):
+    """A stereo call through the batch command, one speaker per channel: the row's
+    segments are the segment result's, and a mono file's row is a clear error."""
+    from emotion2vec_ui.audio import SAMPLE_RATE
+
+    from .speech import stereo_call
+
+    stereo, _ = stereo_call()
+    call = write_audio(tmp_path / "call.wav", stereo, SAMPLE_RATE, "wav")
+    mono = write_audio(tmp_path / "mono.wav", voice_like(1.5, 16_000, 1, seed=1), 16_000, "wav")
+    out = tmp_path / f"calls{suffix}"
+    code = main(["batch", str(call), str(mono), "--out", str(out), "--granularity", "segment",
+                 "--speakers", "channels", "--embedding", *model_args(tiny_checkpoint)])
+    assert code == 1 and "failed 1" in capsys.readouterr().out
+    rows = rows_by_path(out)
+    assert rows[str(mono)]["error_type"] == "MonoAudioError" and rows[str(mono)]["segments"] is None
+    row = rows[str(call)]
+    expected = tiny_model.predict(call, granularity="segment", speakers="channels", embedding=True)
+    assert row["num_segments"] == len(expected.segments) > 2
+    assert {seg["speaker"] for seg in row["segments"]} == {"ch1", "ch2"}
+    for got, want in zip(row["segments"], expected.segments, strict=True):
+        assert (got["start_s"], got["end_s"], got["speaker"], got["emotion"]) == (
+            round(want.start_s, 3), round(want.end_s, 3), want.speaker, want.emotion)
+        assert got["confidence"] == pytest.approx(want.confidence, abs=1e-6)
+    np.testing.assert_allclose(np.array(row["embedding"]), expected.embedding, atol=1e-5)
+    assert row["speech_s"] == pytest.approx(sum(seg.duration_s for seg in expected.segments))
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
 def test_frame_results_and_embeddings_in_every_format(corpus, tiny_model, tmp_path, suffix):
     out = tmp_path / f"results{suffix}"
@@ -115,7 +144,7 @@ def test_frame_results_and_embeddings_in_every_format(corpus, tiny_model, tmp_pa
         assert row["num_frames"] == len(expected.frame_scores) and frames.shape == expected.frame_scores.shape
         np.testing.assert_allclose(frames, expected.frame_scores, atol=1e-6)
         np.testing.assert_allclose(np.array(row["embedding"]), expected.embedding, atol=1e-6)
-        assert row["segments"] == expected.segments(min_duration_s=0.5)
+        assert row["segments"] == expected.frame_runs(min_duration_s=0.5)
     if suffix != ".parquet":  # the same values as the Parquet table of the same run
         parquet = tmp_path / "same.parquet"
         run_batch(tiny_model, [corpus["calls"], corpus["broken"]], parquet, "frame", embedding=True)

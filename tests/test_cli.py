@@ -69,7 +69,7 @@ def test_help_does_not_import_torch():
         "print('heavy:', sorted(m for m in ('torch', 'funasr') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert "--granularity {utterance,frame}" in out and "--output-dir DIR" in out
+    assert "--granularity {utterance,frame,segment}" in out and "--speakers channels|auto|N" in out and "--output-dir DIR" in out
     assert out.strip().endswith("heavy: []")
 
 

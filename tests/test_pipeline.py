@@ -57,7 +57,7 @@ def test_frame_result(tiny_model, wav_clip):
     np.testing.assert_allclose(result.frame_times[:3], [0.0, 0.02, 0.04])
     assert result.embedding.shape == (frames, 64)
     assert result.scores == pytest.approx(tiny_model.predict(wav_clip).scores, abs=1e-9)
-    segments = result.segments()
+    segments = result.frame_runs()
     assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(frames * 0.02)
     assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
 

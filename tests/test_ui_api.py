@@ -273,7 +273,7 @@ def test_segment_table_follows_the_smoothed_track_the_plot_shows():
     probs = np.full((frames, 3), 0.2)
     probs[np.arange(frames), winner] = 0.6
     result = build_result(probs.mean(axis=0), labels, "frame", 30.0, "tiny", "clip.wav", frame_probs=probs)
-    assert len(result.segments(0.5)) == 1  # the raw 20 ms runs: one row for the whole clip
+    assert len(result.frame_runs(0.5)) == 1  # the raw 20 ms runs: one row for the whole clip
 
     table = segment_table(result)
     assert list(table["情绪 Emotion"]) == ["😠 愤怒 (Angry)", "🤔 其他 (Other)"] * 3

@@ -1,0 +1,122 @@
+"""Granularity "segment": who felt what, when.
+
+The speech of a recording is found with the VAD (per channel with speakers="channels"),
+attributed to speakers, and each segment's waveform is recognised as an utterance of
+its own, all segments batched through `Recognizer.recognize` (length-sorted, padded),
+so a segment's scores equal `predict(that_cut, granularity="utterance")`. Silence
+and noise between segments are never scored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, Audio
+from .results import EmotionResult, Segment, build_segment_result
+from .vad import VadSettings, detect_speech
+
+SPEAKER_MODES = ("channels", "auto")  # besides None (one speaker) and a number of speakers
+DEFAULT_SPEAKERS = None  # one speaker, named S1
+NO_SPEECH_NOTE = "No speech was found in this recording, so there are no segments to score."
+SEARCH_SHARE = 0.1  # progress given to finding speech and speakers; the model gets the rest
+
+
+def check_speakers(speakers) -> str | int | None:
+    """Normalise a speaker mode: None, "channels", "auto" or a positive count ("2" -> 2)."""
+    if speakers is None or speakers in SPEAKER_MODES:
+        return speakers
+    if isinstance(speakers, str) and speakers.strip().isdigit():
+        speakers = int(speakers)
+    if isinstance(speakers, (int, np.integer)) and not isinstance(speakers, bool) and speakers >= 1:
+        return int(speakers)
+    raise ValueError(f'speakers must be None, "channels", "auto" or a number of speakers (1 or more), not {speakers!r}')
+
+
+def speakers_option(text: str):
+    """The --speakers flag's type: "channels", "auto" or a count."""
+    import argparse
+
+    try:
+        return check_speakers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def recognize_segments(
+    recognizer,
+    audio: Audio,
+    speakers=DEFAULT_SPEAKERS,
+    speaker_names: list[str] | None = None,
+    embedding: bool = False,
+    *,
+    vad: VadSettings | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> EmotionResult:
+    """The "segment" result of one decoded input (see the module docstring).
+
+    `speakers`: None (one speaker), "channels" (one per channel; `audio` decoded with
+    keep_channels=True), "auto" (count estimated) or a count. `speaker_names` replace the
+    default names S1, S2, ... (ch1, ch2, ... for channels) in order of first appearance.
+    """
+    speakers = check_speakers(speakers)
+    timings = {}
+    started = time.perf_counter()
+    if progress:
+        progress(0.0, "finding speech")
+    if speakers == "channels":
+        waves = audio.channel_waveforms()  # raises MonoAudioError for one channel
+        names = _names(speaker_names, len(waves), "ch", exact=True)
+        pieces = [(start, end, c, False) for c, wave in enumerate(waves) for start, end in detect_speech(wave, vad)]
+        timings["vad"] = time.perf_counter() - started
+    else:
+        waves = audio.waveform[None]
+        speech = detect_speech(audio.waveform, vad)
+        timings["vad"] = time.perf_counter() - started
+        if speakers is None or not speech:
+            pieces = [(start, end, 0, False) for start, end in speech]
+        else:
+            from .speakers import diarize  # deferred: loads the speaker encoder
+
+            if progress:
+                progress(SEARCH_SHARE / 2, "finding speakers")
+            turns = diarize(audio.waveform, speech, None if speakers == "auto" else speakers)
+            pieces = [(t.start_s, t.end_s, t.speaker, t.mixed) for t in turns]
+            timings["speakers"] = time.perf_counter() - started - timings["vad"]
+        count = 1 if speakers in (None, "auto") else speakers
+        found = max((p[2] for p in pieces), default=-1) + 1
+        names = _names(speaker_names, count, "S", exact=speakers != "auto", at_least=found)
+    bounds = [(int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))) for start, end, _, _ in pieces]
+    cuts = [
+        Audio(waves[speaker if speakers == "channels" else 0][a:b],
+              f"{audio.name} {a / SAMPLE_RATE:.2f}-{b / SAMPLE_RATE:.2f} s", SAMPLE_RATE, 1, audio.source_format)
+        for (a, b), (_, _, speaker, _) in zip(bounds, pieces)
+    ]
+    emotion_started = time.perf_counter()
+    scaled = (lambda f, text: progress(SEARCH_SHARE + (1 - SEARCH_SHARE) * f, text)) if progress else None
+    results = recognizer.recognize(cuts, "utterance", embedding, scaled) if cuts else []
+    timings["emotion"] = time.perf_counter() - emotion_started
+    segments = [
+        Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, names[speaker], r.emotion, r.confidence, r.scores,
+                mixed_speakers=mixed, embedding=r.embedding)
+        for (a, b), (_, _, speaker, mixed), r in zip(bounds, pieces, results)
+    ]
+    result = build_segment_result(
+        segments, recognizer.labels, audio.duration_s, recognizer.model_name, source=audio.name,
+        embedding=embedding, note=None if segments else NO_SPEECH_NOTE,
+    )
+    result.timings_s = {**timings, "total": time.perf_counter() - started}
+    return result
+
+
+def _names(given: list[str] | None, count: int, prefix: str, exact: bool, at_least: int = 0) -> list[str]:
+    """Speaker names: the given ones, then prefix1, prefix2, ... for any speaker beyond them."""
+    given = [str(name).strip() for name in given or []]
+    if given and exact and len(given) != count:
+        raise ValueError(f"{len(given)} speaker names given for {count} speakers; give one name per speaker")
+    if len(set(given)) != len(given) or not all(given):
+        raise ValueError(f"speaker names must be distinct and not empty, not {given}")
+    total = max(count, at_least, len(given))
+    return given + [f"{prefix}{i + 1}" for i in range(len(given), total)]

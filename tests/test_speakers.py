@@ -1,0 +1,68 @@
+"""Speaker turns from Resemblyzer embeddings: real voices told apart, clustering checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emotion2vec_ui.speakers import cluster, diarize, silhouette
+from emotion2vec_ui.vad import detect_speech
+
+from .speech import dialogue, example_clip, overlap_s
+
+
+def speaker_accuracy(turns, regions) -> float:
+    """Share of the known speech time given to the right speaker (first voice heard = speaker 0)."""
+    order = list(dict.fromkeys(who for _, _, who in regions))
+    right = sum(overlap_s((t.start_s, t.end_s), r[:2]) for t in turns for r in regions if order.index(r[2]) == t.speaker)
+    return right / sum(end - start for start, end, _ in regions)
+
+
+@pytest.mark.parametrize("num_speakers", [None, 2])
+def test_two_voices_told_apart(num_speakers):
+    waveform, regions = dialogue()
+    turns = diarize(waveform, detect_speech(waveform), num_speakers)
+    assert {t.speaker for t in turns} == {0, 1} and turns[0].speaker == 0
+    assert speaker_accuracy(turns, regions) >= 0.9
+
+
+def test_a_voice_change_inside_one_segment_is_split():
+    pauses = [0.7, 1.0, 1.3, 0.15, 0.9, 1.1, 0.8, 0.6]  # 0.15 s: lines 3 and 4 form one segment
+    waveform, regions = dialogue(pauses)
+    segments = detect_speech(waveform)
+    assert len(segments) == len(regions) - 1
+    turns = diarize(waveform, segments)
+    assert len(turns) == len(regions)
+    boundary = (regions[2][1] + regions[3][0]) / 2
+    assert abs(turns[3].start_s - boundary) < 0.5
+    assert speaker_accuracy(turns, regions) >= 0.9
+
+
+def test_one_voice_stays_one_speaker():
+    clip = example_clip()
+    silence = np.zeros(16_000, dtype=np.float32)
+    waveform = np.concatenate([silence, clip, silence, clip[::-1].copy(), silence, clip])
+    turns = diarize(waveform, detect_speech(waveform))
+    assert len(turns) >= 3 and {t.speaker for t in turns} == {0}
+
+
+def test_silhouette_matches_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 1, (10, 3)), rng.normal(4, 1, (7, 3)), rng.normal(-4, 1, (1, 3))])
+    labels = np.array([0] * 10 + [1] * 7 + [2])
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    expected = sklearn_metrics.silhouette_score(distances, labels, metric="precomputed")
+    assert silhouette(distances, labels) == pytest.approx(expected, abs=1e-9)
+
+
+def test_cluster_counts_and_numbers_by_first_appearance():
+    rng = np.random.default_rng(1)
+    centres = np.eye(4)[:3]
+    rows = [1, 1, 0, 2, 0, 1, 2, 2, 0, 1]
+    vectors = centres[rows] + 0.05 * rng.standard_normal((len(rows), 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = cluster(vectors)
+    assert labels.tolist() == [0, 0, 1, 2, 1, 0, 2, 2, 1, 0]
+    assert cluster(vectors, 2).max() == 1 and cluster(vectors, 1).tolist() == [0] * len(rows)
+    assert cluster(vectors[:1]).tolist() == [0]
