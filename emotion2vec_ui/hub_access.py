@@ -30,9 +30,9 @@ def hub_endpoint(hub: str) -> str:
             from huggingface_hub import constants
 
             return constants.ENDPOINT
-        from modelscope_hub.config import get_default_config
+        from modelscope.hub.api import HubApi
 
-        return get_default_config().endpoint
+        return HubApi().endpoint
     except Exception:  # an older client without these settings: its public default
         return DEFAULT_ENDPOINTS[hub]
 
