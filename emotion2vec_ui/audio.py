@@ -29,6 +29,7 @@ from .errors import (
     MonoAudioError,
     UnsupportedCodecError,
 )
+from .formats import ACCEPTED_FORMATS, CONTAINER_NAMES
 from .settings import CLI_MAX_DURATION_S, CLI_MAX_FILE_MB
 
 SAMPLE_RATE = 16_000  # Hz, the model's input rate
@@ -38,9 +39,8 @@ MAX_SOURCE_RATE = 192_000  # Hz
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset: no warm-up, about 1 ms per second of audio
 TRUNCATION_TOLERANCE_S = 0.25  # decoded may fall this short of the declared duration
 
-ACCEPTED_FORMATS = "WAV, MP3, M4A/AAC, FLAC, OGG (Vorbis/Opus) or WEBM"
 ACCEPTED_INPUTS = (
-    "a path to an audio file (WAV, MP3, M4A/AAC, FLAC, OGG Vorbis/Opus, WEBM), "
+    f"a path to an audio file ({ACCEPTED_FORMATS}), "
     "the file's bytes, or a numpy waveform with its sample rate as (array, rate)"
 )
 # Leading bytes of the containers we accept: a file that starts like one of these but
@@ -299,10 +299,11 @@ def _decode(handle, name: str, limits: AudioLimits, keep_channels: bool = False)
         ) from e
     with container:
         format_name = container.format.name.split(",")[0]
+        shown = CONTAINER_NAMES.get(format_name, format_name.upper())
         streams = container.streams.audio
         if not streams:
             raise UnsupportedCodecError(
-                f"{name}: the {format_name} file holds no audio stream. Choose a file with sound in it."
+                f"{name}: the {shown} file holds no audio stream. Choose a file with sound in it."
             )
         stream = streams[0]
         if stream.codec_context is None or not stream.codec_context.codec.is_decoder:
@@ -346,7 +347,7 @@ def _decode(handle, name: str, limits: AudioLimits, keep_channels: bool = False)
         output.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         declared_s = _wav_declared_duration_s(head) or _declared_duration_s(container, stream, format_name)
     if decoded == 0:
-        raise EmptyAudioError(f"{name}: the {format_name} file holds no audio samples. Choose a recording with sound in it.")
+        raise EmptyAudioError(f"{name}: the {shown} file holds no audio samples. Choose a recording with sound in it.")
     decoded_s = decoded / rate
     trusted = 0.8 if format_name == "mp3" else 1.0  # see _declared_duration_s
     if declared_s and decoded_s < declared_s * trusted - TRUNCATION_TOLERANCE_S:
@@ -355,7 +356,7 @@ def _decode(handle, name: str, limits: AudioLimits, keep_channels: bool = False)
             f"{decoded_s:.2f} s of audio is there. Re-export or re-download the file."
         )
     waveform = output.samples()
-    return Audio(waveform, name, rate, channels, format_name, kept.finish(len(waveform)) if kept else None)
+    return Audio(waveform, name, rate, channels, shown, kept.finish(len(waveform)) if kept else None)
 
 
 class _ChannelKeeper:

@@ -16,6 +16,7 @@ import time
 from .batch import add_batch_command, run_batch_command
 from .conversation import speakers_option
 from .errors import Emotion2vecError
+from .formats import ACCEPTED_FORMATS
 from .results import GRANULARITIES
 from .settings import Settings, add_options, configure_logging, resolve
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="recognise the emotion in audio files")
-    predict.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, MP3, M4A, FLAC, OGG, WEBM)")
+    predict.add_argument("files", nargs="+", metavar="FILE", help=f"audio files ({ACCEPTED_FORMATS})")
     predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                          help="one verdict per file (utterance), a 20 ms track (frame) or one per speech segment (segment)")
     predict.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",

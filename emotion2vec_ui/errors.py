@@ -56,6 +56,10 @@ class ModelLoadError(Emotion2vecError, RuntimeError):
     """The checkpoint cannot be found, downloaded or built."""
 
 
+class HubUnreachableError(ModelLoadError):
+    """The model must be downloaded but its hub cannot be reached (no internet)."""
+
+
 class CheckpointMismatchError(ModelLoadError):
     """The checkpoint's weights do not fit the model its config describes."""
 

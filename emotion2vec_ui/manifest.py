@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Emotion2vecError
+from .formats import AUDIO_SUFFIXES  # a folder search picks up these; other files are ignored
 
-# Audio files a folder search picks up (lower-case suffixes); other files are ignored.
-AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".oga", ".opus", ".webm")
 TEXT_MANIFEST_SUFFIXES = (".txt", ".lst", ".list")
 CSV_MANIFEST_SUFFIXES = (".csv",)
 MANIFEST_PATH_COLUMN = "path"

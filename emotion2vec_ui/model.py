@@ -27,6 +27,7 @@ from .backend_common import MAX_WINDOW_S, BackendBase, FrameGeometry, check_wind
 from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
+from .hub_access import cached_model_folder, require_hub
 from .kernels import cpu_isa, layer_linear, pick_linear, quantize_linears_int8
 from .results import token_to_key, usable_label_indices
 from .settings import DEFAULT_MODEL, HUBS
@@ -189,6 +190,10 @@ def resolve_model_folder(model: str, hub: str) -> Path:
     with contained_funasr():
         from funasr.download import download_model_from_hub as funasr_hub
 
+        cached = cached_model_folder(model, hub)  # a downloaded model loads offline
+        if cached is not None:
+            return resolve_model_folder(str(cached), hub)
+        require_hub(model, hub, hub_cache_dir(hub))  # no internet: fail fast, say what to do
         try:
             if hub == "hf":
                 folder = funasr_hub.get_or_download_model_dir_hf(model, "main")

@@ -278,7 +278,8 @@ class Recognizer:
             ((t, w) for t in range(len(tracks)) for w in range(len(tracks[t].windows))),
             key=lambda job: _window_length(tracks, job),
         )
-        total = sum(_window_length(tracks, job) for job in jobs) or 1
+        total = sum(_window_length(tracks, job) for job in jobs) or 1  # windows overlap: more than the audio
+        audio_s = sum(len(track.audio.waveform) for track in tracks) / SAMPLE_RATE  # what the progress counts
         done = 0
         for batch in self._batches(jobs, tracks):
             waves = [tracks[t].window_input(w, backend) for t, w in batch]
@@ -289,7 +290,7 @@ class Recognizer:
                 tracks[t].add(w, features[window.keep_from : window.keep_to], backend, granularity, embedding)
             done += sum(len(wave) for wave in waves)
             if progress:
-                progress(done / total, f"{done / SAMPLE_RATE:.0f} / {total / SAMPLE_RATE:.0f} s of audio")
+                progress(done / total, f"{done / total * audio_s:.0f} / {audio_s:.0f} s of audio")
         return [self._finish(track, granularity, embedding) for track in tracks]
 
     def warm_up(self) -> None:

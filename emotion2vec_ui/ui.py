@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .audio import SAMPLE_RATE, Audio
 from .errors import AudioError, Emotion2vecError
+from .formats import ACCEPTED_FORMATS
 from .outputs import (
     AUDIO_FILE,
     EMBEDDING_FILE,
@@ -54,14 +55,17 @@ from .ui_conversation import (
     show_speaker_inputs,
     speaker_inputs,
 )
+from .ui_upload import upload_script
 from .ui_views import (
     EMOTION_COLORS,
     GRANULARITIES,
+    RECOMMENDED_S,
+    clip_notes,
     emotion_name,
     emotion_track,
     headline_html,
     page_json,
-    score_table,
+    score_bars_html,
     segment_min_s,
     segment_table,
     track_legend_html,
@@ -70,8 +74,8 @@ from .ui_views import (
 log = logging.getLogger(__name__)
 
 EXAMPLE_AUDIO = Path(__file__).parent / "assets" / "example_zh.wav"
-ACCEPTED_FORMATS = "WAV / MP3 / M4A / FLAC / OGG"
-RECOMMENDED_DURATION = "1–30 s"
+RECOMMENDED_DURATION = f"{RECOMMENDED_S[0]:g}–{RECOMMENDED_S[1]:g} s"
+AUDIO_ELEMENT_ID = "e2v-audio"
 MODEL_CONCURRENCY_ID = "model"  # every event that runs the model shares this one slot
 API_INPUTS = ("audio", "granularity", "embedding", "speakers", "speaker_names")
 API_DEFAULTS = (DEFAULT_SPEAKERS, "")  # what calls that stop after the first three inputs get for the last two
@@ -102,6 +106,7 @@ class PageRecognition:
     folder: Path
     data: dict
     log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings about the clip: too short, silent
 
     @property
     def files(self) -> list[Path]:
@@ -153,6 +158,8 @@ def recognize_file(
         f"[2/4] 重采样 Resampling: {audio.source_rate} Hz {audio.source_channels} ch → "
         f"{SAMPLE_RATE} Hz mono, {audio.duration_s:.2f} s ({len(audio.waveform)} samples)",
     ]
+    notes = clip_notes(audio.waveform)
+    log_lines += [f"注意 Note: {note}" for note in notes]
     started = time.perf_counter()
     result = model.recognize(
         [audio], granularity, embedding,
@@ -172,7 +179,7 @@ def recognize_file(
     folder = save_recognition(result, audio, output_root)
     data = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
     data["output_folder"] = folder.name
-    page = PageRecognition(result, audio, folder, data, log_lines)
+    page = PageRecognition(result, audio, folder, data, log_lines, notes)
     saved = ", ".join(f.name for f in page.files)
     log_lines.append(f"[4/4] 保存 Saving: {folder.name}/ ({saved}; {folder_bytes(folder) / 2**20:.2f} MB written)")
     log_lines.append(f"结果 Result: {result.display} {result.confidence:.1%}")
@@ -324,8 +331,8 @@ class Handlers:
             track, step_s, window_s = emotion_track(result)
             legend = track_legend_html(result.labels, step_s, window_s, segment_min_s(result.duration_s))
         return (
-            headline_html(result),
-            score_table(result),
+            headline_html(result, page.notes),
+            score_bars_html(result),
             "\n".join(page.log),
             frame_mode,
             track,
@@ -387,6 +394,15 @@ CSS = """
 .e2v-key i { display: inline-block; width: 14px; height: 4px; border-radius: 2px; margin-right: 5px; vertical-align: middle; }
 #e2v-log textarea { font-family: var(--font-mono); font-size: 13px; }
 .e2v-error { border-left-color: #d62828; }
+.e2v-note { font-size: 13px; margin-top: 4px; color: #b45309; }
+.e2v-scores-box { padding: 10px 14px; border-radius: 12px; border: 1px solid var(--border-color-primary); }
+.e2v-scores-title { font-weight: 600; margin-bottom: 6px; }
+.e2v-score { display: grid; grid-template-columns: 11em 1fr 4.2em; gap: 10px; align-items: center; font-size: 14px; }
+.e2v-score-bar { height: 12px; border-radius: 6px; background: var(--border-color-primary); overflow: hidden; }
+.e2v-score-bar i { display: block; height: 100%; }
+.e2v-score-value { text-align: right; font-variant-numeric: tabular-nums; }
+.e2v-top { font-weight: 700; }
+#e2v-files .label-clear-button { display: none; }  /* downloads are output only: nothing to remove */
 """ + CONVERSATION_CSS
 EMOJI_FONTS = ["Noto Color Emoji", "Apple Color Emoji", "Segoe UI Emoji"]
 FONTS = ["Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", *EMOJI_FONTS, "system-ui", "sans-serif"]
@@ -423,7 +439,7 @@ def build_demo(model, settings: Settings):
 
         def predict(audio, granularity="utterance", embedding=False, speakers=DEFAULT_SPEAKERS, speaker_names=None,
                     progress=gr.Progress()):
-            """Recognise the emotion in one audio file (WAV, MP3, M4A, FLAC, OGG, WEBM).
+            """Recognise the emotion in one uploaded audio file.
 
             granularity: "utterance" (one emotion for the clip), "frame" (adds a 20 ms track) or
             "segment" (an emotion per speech segment, with speakers); embedding: also save
@@ -484,6 +500,8 @@ def build_demo(model, settings: Settings):
         example_button.click(
             lambda: str(EXAMPLE_AUDIO), outputs=[audio_input], api_visibility="private", concurrency_limit=None,
         )
+        # A new file (or none) clears the previous file's result, so it is never read as this one's.
+        audio_input.change(_cleared_outputs, outputs=page_outputs, api_visibility="private", queue=False)
     demo.queue(max_size=settings.queue_size, api_open=False, default_concurrency_limit=1)
     return demo
 
@@ -503,7 +521,8 @@ def _input_column():
 
     with gr.Column(scale=1, min_width=340):
         audio_input = gr.Audio(
-            sources=["upload", "microphone"], type="filepath", elem_id="e2v-audio", label="音频输入 Audio input",
+            sources=["upload", "microphone"], type="filepath", elem_id=AUDIO_ELEMENT_ID, label="音频输入 Audio input",
+            buttons=["download"],
         )
         gr.Markdown(
             "点击上传、拖放文件或用麦克风录音 · click to upload, drop a file, or record with the microphone.  \n"
@@ -523,7 +542,7 @@ def _input_column():
             info="另存 embedding.npy · also save the features (utterance: (D,), frame: (T, D), segment: (S, D))",
         )
         run_button = gr.Button("🎯 开始识别", variant="primary", size="lg", elem_id="e2v-run")
-        example_button = gr.Button("加载示例音频", variant="secondary", elem_id="e2v-example")
+        example_button = gr.Button("加载示例音频 Load the example", variant="secondary", elem_id="e2v-example")
     return audio_input, granularity_input, embedding_input, run_button, example_button, speaker_options
 
 
@@ -531,21 +550,15 @@ def _result_column(model) -> list:
     """The right column; returns its outputs in the order `Handlers.page_recognize` fills them."""
     import gradio as gr
 
-    names = [emotion_name(key) for key in model.labels]
     color_map = {emotion_name(key): EMOTION_COLORS.get(key, "#888888") for key in model.labels}
     with gr.Column(scale=1, min_width=400):
         headline = gr.HTML(headline_html(None), elem_id="e2v-headline")
         conversation = conversation_views()
-        score_plot = gr.BarPlot(
-            x="emotion", y="score", color="emotion", color_map=color_map, colors_in_legend=[],
-            sort=names, y_lim=[0, 1], x_title="情绪 Emotion", y_title="概率 Probability",
-            x_label_angle=-35, height=300, label="得分分布 Score distribution", show_label=True,
-            tooltip=["emotion", "score"], elem_id="e2v-scores",
-        )
+        score_bars = gr.HTML(elem_id="e2v-scores")
         with gr.Column(visible=False, elem_id="e2v-frame-views") as frame_views:
             track_plot = gr.LinePlot(
-                x="time_s", y="score", color="emotion", color_map=color_map, colors_in_legend=[], y_lim=[0, 1],
-                x_title="时间 Time (s)", y_title="概率 Probability", color_title="情绪 Emotion",
+                x="time_s", y="score", color="emotion", color_map=color_map, colors_in_legend=[], y_lim=[0, 100],
+                x_title="时间 Time (s)", y_title="概率 Probability (%)", color_title="情绪 Emotion",
                 label="情绪随时间变化 Emotion over time", show_label=True, elem_id="e2v-track",
             )
             track_legend = gr.HTML(elem_id="e2v-track-legend")
@@ -559,10 +572,10 @@ def _result_column(model) -> list:
         )
         result_json = gr.JSON(label="结果 JSON Result", elem_id="e2v-json", max_height=360)
         files_output = gr.File(
-            label="下载 Downloads (result.json · processed_audio.wav · embedding.npy · segments.csv/.srt/.vtt)",
+            label="下载 Downloads",
             file_count="multiple", interactive=False, elem_id="e2v-files",
         )
-    return [headline, score_plot, log_box, frame_views, track_plot, track_legend, segments, result_json, files_output,
+    return [headline, score_bars, log_box, frame_views, track_plot, track_legend, segments, result_json, files_output,
             *conversation]
 
 
@@ -574,8 +587,22 @@ def _error_outputs(error: UserFacingError) -> tuple:
         '<div class="e2v-card e2v-error">'
         f"<div><b>{html.escape(error.title)}</b><br>{html.escape(error.message, quote=False)}</div></div>"
     )
-    return (card, None, f"错误 Error: {error.message}", gr.update(visible=False), None, "", None, None, None,
-            gr.update(visible=False), "", "", None)
+    return (card, "", f"错误 Error: {error.message}", gr.update(visible=False), None, "", None, None, None,
+            *_no_conversation())
+
+
+def _cleared_outputs() -> tuple:
+    """The result column before any result: the waiting card, everything else empty."""
+    import gradio as gr
+
+    return (headline_html(None), "", "", gr.update(visible=False), None, "", None, None, None, *_no_conversation())
+
+
+def _no_conversation() -> tuple:
+    """The conversation views hidden and empty (visibility, summary, timeline, table)."""
+    import gradio as gr
+
+    return (gr.update(visible=False), "", "", None)
 
 
 def _reporter(progress) -> ProgressCallback:
@@ -629,7 +656,8 @@ def launch(demo, settings: Settings, **options):
     servable from disk (downloads are served as cache copies), the login (with a growing
     wait after failures) when set, the page's theme and styles applied."""
     auth = LoginGuard(*settings.auth).check if settings.auth else None
-    return demo.launch(
+    keep_serving = not options.pop("prevent_thread_lock", False)
+    launched = demo.launch(
         server_name=settings.host,
         server_port=settings.port,
         auth=auth,
@@ -637,6 +665,13 @@ def launch(demo, settings: Settings, **options):
         allowed_paths=[str(EXAMPLE_AUDIO.parent)],
         theme=theme(),
         css=CSS,
+        js=upload_script(AUDIO_ELEMENT_ID),
         footer_links=["api", "settings"],
+        quiet=True,  # Gradio's own start-up lines end with a share=True hint that no option here supports
+        prevent_thread_lock=True,
         **options,
     )
+    print(f"* Running on local URL:  {demo.local_url}", flush=True)
+    if keep_serving:
+        demo.block_thread()
+    return launched

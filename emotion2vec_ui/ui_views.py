@@ -6,9 +6,11 @@ No Gradio here (pandas for the tables), so each view is tested on its own.
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 import numpy as np
 
+from .audio import SAMPLE_RATE
 from .results import FRAME_HOP_S, EmotionResult, label_for
 
 GRANULARITIES = {  # value -> (radio label, one-line explanation)
@@ -34,6 +36,9 @@ TRACK_SMOOTHING_SHARE = 60  # the moving average spans about 1/60 of the clip
 SEGMENT_MIN_S = 0.5  # shortest segment in the table for clips up to SEGMENT_ROWS * SEGMENT_MIN_S
 SEGMENT_ROWS = 120  # about the most segments the table shows for a long clip
 PAGE_JSON_ITEMS = 200  # longest list the page's JSON viewer shows in full
+PAGE_JSON_DIGITS = 4  # decimals of the probabilities the page's JSON viewer shows (result.json keeps all)
+RECOMMENDED_S = (1.0, 30.0)  # seconds: the clip lengths the model does best on (longer works too)
+QUIET_PEAK_DBFS = -45.0  # a clip whose loudest sample stays below this is taken as silent
 
 
 def emotion_name(key: str) -> str:
@@ -42,8 +47,9 @@ def emotion_name(key: str) -> str:
     return f"{label.emoji} {label.chinese} {label.english}"
 
 
-def headline_html(result: EmotionResult | None) -> str:
-    """The main emotion card: "😊 快乐 (Happy) 置信度: 85.3%", or a hint before any result."""
+def headline_html(result: EmotionResult | None, notes: list[str] | None = None) -> str:
+    """The main emotion card: "😊 快乐 (Happy) 置信度: 85.3%", what that number is, and
+    `notes` on the clip (see `clip_notes`); or a hint before any result."""
     if result is None:
         return (
             '<div class="e2v-card e2v-empty">等待识别 · Waiting for audio<br>'
@@ -60,22 +66,44 @@ def headline_html(result: EmotionResult | None) -> str:
         f'<div class="e2v-bar"><span style="width: {result.confidence * 100:.1f}%"></span></div>'
         f'<div class="e2v-meta">{html.escape(mode)} · {result.duration_s:.2f} s · '
         f"{html.escape(result.source or '')}</div>"
-        "</div></div>"
+        '<div class="e2v-meta">置信度 = 模型对整段音频判为该情绪的概率 · confidence: the probability the model '
+        "gives this emotion for the whole clip</div>"
+        + "".join(f'<div class="e2v-note">⚠️ {html.escape(note)}</div>' for note in notes or [])
+        + "</div></div>"
     )
 
 
-def score_table(result: EmotionResult):
-    """Utterance scores as a DataFrame for the bar chart: columns emotion (label), score (0..1).
+def clip_notes(waveform: np.ndarray) -> list[str]:
+    """Warnings about a 16 kHz mono clip (N,) the result may suffer from: shorter than
+    RECOMMENDED_S, or silent (peak below QUIET_PEAK_DBFS)."""
+    notes = []
+    seconds = len(waveform) / SAMPLE_RATE
+    if seconds < RECOMMENDED_S[0]:
+        notes.append(f"音频很短 Short clip: {seconds:.2f} s, under the recommended {RECOMMENDED_S[0]:g} s; "
+                     "the result may be unreliable.")
+    peak = float(np.abs(waveform).max()) if len(waveform) else 0.0
+    if peak < 10 ** (QUIET_PEAK_DBFS / 20):
+        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        notes.append(f"几乎无声 Nearly silent: the loudest sample is {level}; the result says little.")
+    return notes
 
-    Rows follow the checkpoint's label order, so bars keep their places between runs.
-    """
-    import pandas as pd
 
-    return pd.DataFrame(
-        {
-            "emotion": [emotion_name(key) for key in result.scores],
-            "score": [round(float(p), 4) for p in result.scores.values()],
-        }
+def score_bars_html(result: EmotionResult | None) -> str:
+    """The whole-clip scores of all emotions as labelled bars with percentages, in the
+    checkpoint's label order (bars keep their places between runs); the winner in bold."""
+    if result is None:
+        return ""
+    rows = "".join(
+        f'<div class="e2v-score{" e2v-top" if key == result.emotion else ""}">'
+        f'<span class="e2v-score-name">{html.escape(emotion_name(key))}</span>'
+        f'<span class="e2v-score-bar"><i style="width: {score * 100:.1f}%; '
+        f'background: {EMOTION_COLORS.get(key, "#888")}"></i></span>'
+        f'<span class="e2v-score-value">{score:.1%}</span></div>'
+        for key, score in result.scores.items()
+    )
+    return (
+        '<div class="e2v-scores-box"><div class="e2v-scores-title">得分分布 Scores · 整段音频 whole clip</div>'
+        f"{rows}</div>"
     )
 
 
@@ -92,32 +120,40 @@ def track_spacing_s(duration_s: float, max_points: int = TRACK_POINTS) -> tuple[
     return step_s, max(step_s, nice_step_s(duration_s / TRACK_SMOOTHING_SHARE))
 
 
+def smoothed_frame_scores(scores: np.ndarray, window_s: float) -> np.ndarray:
+    """(T, K) frame scores -> (T, K): each frame's the mean over window_s seconds centred
+    on it (shorter at the clip's ends). The time plot and the segment table both read it."""
+    scores = np.asarray(scores, dtype=np.float64)
+    frames = len(scores)
+    half = max(0, round(window_s / FRAME_HOP_S) // 2)
+    totals = np.vstack([np.zeros((1, scores.shape[1])), np.cumsum(scores, axis=0)])  # (T + 1, K)
+    index = np.arange(frames)
+    low, high = np.maximum(index - half, 0), np.minimum(index + half + 1, frames)
+    return (totals[high] - totals[low]) / (high - low)[:, None]
+
+
 def emotion_track(result: EmotionResult, max_points: int = TRACK_POINTS):
     """Frame scores as a smoothed, thinned track for the time plot.
 
     Returns (DataFrame, step_s, window_s): a long-form frame with columns time_s (seconds),
-    score (0..1, the moving average of the frame scores over window_s centred there;
-    shorter at the clip's ends) and emotion (label), one row per emotion every step_s.
-    Smoothing tames the 20 ms flicker and thinning keeps a 10-minute track light. An
-    utterance result gives an empty frame.
+    score (percent, rounded to 0.1, `smoothed_frame_scores` over window_s) and emotion (label), one row per
+    emotion every step_s. Smoothing tames the 20 ms flicker and thinning keeps a
+    10-minute track light. An utterance result gives an empty frame.
     """
     import pandas as pd
 
     if result.frame_scores is None or len(result.frame_scores) == 0:
         return pd.DataFrame({"time_s": [], "score": [], "emotion": []}), 0.0, 0.0
-    scores = np.asarray(result.frame_scores, dtype=np.float64)  # (T, K)
-    frames = len(scores)
+    frames = len(result.frame_scores)
     step_s, window_s = track_spacing_s(frames * FRAME_HOP_S, max_points)
-    step, half = max(1, round(step_s / FRAME_HOP_S)), max(0, round(window_s / FRAME_HOP_S) // 2)
+    step = max(1, round(step_s / FRAME_HOP_S))
     centres = np.arange(step // 2, frames, step)  # frame index of each point, (P,)
-    totals = np.vstack([np.zeros((1, scores.shape[1])), np.cumsum(scores, axis=0)])  # (T + 1, K)
-    low, high = np.maximum(centres - half, 0), np.minimum(centres + half + 1, frames)
-    means = (totals[high] - totals[low]) / (high - low)[:, None]  # (P, K)
+    means = smoothed_frame_scores(result.frame_scores, window_s)[centres]  # (P, K)
     names = [emotion_name(key) for key in result.labels]
     track = pd.DataFrame(
         {
             "time_s": np.repeat(np.round(centres * FRAME_HOP_S + FRAME_HOP_S / 2, 3), len(names)),
-            "score": np.round(means, 4).reshape(-1),
+            "score": np.round(means * 100, 1).reshape(-1),
             "emotion": np.tile(names, len(centres)),
         }
     )
@@ -130,9 +166,17 @@ def segment_min_s(duration_s: float) -> float:
     return max(SEGMENT_MIN_S, round(duration_s / SEGMENT_ROWS, 1))
 
 
-def segment_table(result: EmotionResult):
-    """The dominant emotion per segment as a DataFrame with bilingual column names."""
+def segment_table(result: EmotionResult, max_points: int = TRACK_POINTS):
+    """The dominant emotion per segment as a DataFrame with bilingual column names.
+
+    Segments are runs of one leading emotion in the time plot's smoothed track (the same
+    window), at least `segment_min_s` long; a segment's confidence is its emotion's mean
+    smoothed score over the segment.
+    """
     import pandas as pd
+
+    window_s = track_spacing_s(result.duration_s, max_points)[1]
+    smoothed = replace(result, frame_scores=smoothed_frame_scores(result.frame_scores, window_s))
 
     columns = ["开始 Start (s)", "结束 End (s)", "时长 Duration (s)", "情绪 Emotion", "置信度 Confidence"]
     rows = [
@@ -143,7 +187,7 @@ def segment_table(result: EmotionResult):
             label_for(seg["emotion"]).display,
             f"{seg['confidence']:.1%}",
         ]
-        for seg in result.frame_runs(segment_min_s(result.duration_s))
+        for seg in smoothed.frame_runs(segment_min_s(result.duration_s))
     ]
     return pd.DataFrame(rows, columns=columns)
 
@@ -159,13 +203,15 @@ def track_legend_html(labels: list[str], step_s: float, window_s: float, shortes
     return (
         f'<div class="e2v-legend">{items}</div>'
         f'<div class="e2v-meta">曲线为 {window_s:g} s 滑动平均，每 {step_s:g} s 一点 · {window_s:g} s moving '
-        f"average of the 20 ms frame scores, a point every {step_s:g} s · 表中分段最短 {shortest_segment_s:g} s · "
-        f"table segments last at least {shortest_segment_s:g} s</div>"
+        f"average of the 20 ms frame scores, a point every {step_s:g} s · 下表分段取自这条平滑曲线，最短 "
+        f"{shortest_segment_s:g} s · the table's segments are runs of one leading emotion in this smoothed track, "
+        f"at least {shortest_segment_s:g} s long; a segment's confidence is that emotion's mean score over the "
+        "segment, so it differs from the whole-clip confidence above</div>"
     )
 
 
 def page_json(data: dict, max_items: int = PAGE_JSON_ITEMS) -> dict:
-    """The result JSON for the page's viewer: long lists (a long clip's frame scores,
+    """The result JSON for the page's viewer, probabilities rounded: long lists (a long clip's frame scores,
     many segments) are replaced by a note, since the browser's JSON tree cannot hold a
     10-minute track; the full data is in the downloadable result.json and the API."""
     shown = dict(data)
@@ -173,4 +219,15 @@ def page_json(data: dict, max_items: int = PAGE_JSON_ITEMS) -> dict:
         rows = shown.get(key)
         if isinstance(rows, list) and len(rows) > max_items:
             shown[key] = f"{len(rows)} 项 items — 完整内容见 result.json · full list in result.json"
-    return shown
+    return _rounded(shown)
+
+
+def _rounded(value):
+    """`value` with every float rounded to PAGE_JSON_DIGITS decimals, in dicts and lists."""
+    if isinstance(value, float):
+        return round(value, PAGE_JSON_DIGITS)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value

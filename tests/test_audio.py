@@ -38,6 +38,19 @@ def test_every_format_decodes_to_16k_mono(audio_files, case):
     peak = np.abs(audio.waveform).max()
     assert 0.1 < peak < 1.0  # sound came through at a sane scale
     assert audio.name == str(audio_files[case])
+    assert audio.source_format == SOURCE_FORMATS[fmt.split("_")[0]]  # as people name it, for the page's log
+
+
+SOURCE_FORMATS = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "m4a": "M4A/MP4", "ogg": "OGG", "opus": "OGG",
+                  "webm": "WEBM/Matroska"}
+
+
+def test_every_format_case_is_in_the_one_format_list():
+    from emotion2vec_ui.formats import ACCEPTED_FORMATS, AUDIO_SUFFIXES
+    from emotion2vec_ui.testdata import suffix_for
+
+    assert {suffix_for(fmt) for fmt, _, _ in FORMAT_CASES} <= set(AUDIO_SUFFIXES)
+    assert ACCEPTED_FORMATS == "WAV, MP3, M4A/AAC, FLAC, OGG (Vorbis/Opus) or WEBM"
 
 
 def test_lossless_formats_keep_the_samples(tmp_path):

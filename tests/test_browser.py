@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emotion2vec_ui import label_for
@@ -95,11 +96,13 @@ def expected_result(ui_server, path: Path, granularity: str) -> dict:  # noqa: F
 def check_headline_and_chart(page, data: dict) -> None:
     headline = page.locator("#e2v-headline")
     expect(headline).to_contain_text(f"{data['emotion_display']} 置信度: {data['confidence']:.1%}")
-    chart = page.locator("#e2v-scores")
-    expect(chart.locator("svg.marks")).to_be_visible()
-    expect(chart.locator(".mark-rect path")).to_have_count(len(data["scores"]))
-    for label in ("愤怒 Angry", "快乐 Happy", "未知 Unknown"):
-        expect(chart.locator("svg text", has_text=label)).to_have_count(1)
+    expect(headline).to_contain_text("confidence: the probability the model gives this emotion for the whole clip")
+    bars = page.locator("#e2v-scores .e2v-score")
+    expect(bars).to_have_count(len(data["scores"]))
+    for row, (key, score) in zip(bars.all(), data["scores"].items()):  # every bar carries its percentage
+        expect(row).to_contain_text(label_for(key).chinese)
+        expect(row.locator(".e2v-score-value")).to_have_text(f"{score:.1%}")
+    expect(page.locator("#e2v-scores .e2v-top")).to_contain_text(label_for(data["emotion"]).english)
 
 
 def test_utterance_run_shows_emotion_chart_and_log(page, ui_server, clips):  # noqa: F811
@@ -111,11 +114,21 @@ def test_utterance_run_shows_emotion_chart_and_log(page, ui_server, clips):  # n
     assert "[1/4] 校验 Validation: speech_30s.wav ✓" in log
     assert "22050 Hz 1 ch → 16000 Hz mono, 30.00 s" in log
     assert re.search(r"\[3/4\] 推理 Inference: utterance on cpu in \d+\.\d\d s", log)
-    expect(page.locator("#e2v-files")).to_contain_text("result.json")
-    expect(page.locator("#e2v-files")).to_contain_text("processed_audio.wav")
+    check_downloads(page, ["result.json", "processed_audio.wav"])
     expect(page.locator("#e2v-json")).to_contain_text('"emotion"')
     expect(page.locator("#e2v-track")).to_be_hidden()
+    expect(page.locator("#e2v-audio").get_by_role("button", name=re.compile("^(分享|Share)$"))).to_have_count(0)
     screenshot(page, "utterance")
+
+
+def check_downloads(page, names: list[str]) -> None:
+    """The download list holds exactly `names` as links, says no more in its label, and has no remove buttons."""
+    files = page.locator("#e2v-files")
+    expect(files.locator("a[href*='gradio_api/file=']")).to_have_count(len(names))
+    for name in names:
+        expect(files.locator(f"a[href$='/{name}']")).to_have_count(1)
+    expect(files).not_to_contain_text("embedding.npy" if "embedding.npy" not in names else "(")
+    expect(files.get_by_role("button", name="Remove this file")).to_have_count(0)
 
 
 @pytest.mark.parametrize("clip", ["30s", "10min"])
@@ -135,7 +148,8 @@ def test_frame_run_shows_time_plot_and_segments(page, ui_server, clips, clip):  
     displays = "|".join(re.escape(label_for(key).display) for key in data["scores"])
     expect(table.get_by_test_id("cell-0-0")).to_have_text("0.00")  # the first segment starts the clip
     expect(table.get_by_test_id("cell-0-3")).to_have_text(re.compile(rf"^\s*({displays})\s*$"))
-    expect(page.locator("#e2v-files")).to_contain_text("embedding.npy")
+    expect(page.locator("#e2v-track-legend")).to_contain_text("runs of one leading emotion in this smoothed track")
+    check_downloads(page, ["result.json", "processed_audio.wav", "embedding.npy"])
     screenshot(page, f"frame_{clip}")
 
 
@@ -156,14 +170,14 @@ def test_bad_file_shows_a_toast_naming_it_and_the_page_goes_on(page, tmp_path):
     screenshot(page, "bad_file")
     page.locator("[data-testid=toast-close]").first.click()
 
-    page.get_by_role("button", name="加载示例音频").click()
+    page.get_by_role("button", name="加载示例音频 Load the example").click()
     expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
     recognise(page)
     expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
 
 
 def test_example_button_loads_the_shipped_clip(page):
-    page.get_by_role("button", name="加载示例音频").click()
+    page.get_by_role("button", name="加载示例音频 Load the example").click()
     audio = page.locator("#e2v-audio")
     expect(audio.locator("a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
     expect(audio).to_contain_text("0:05")  # the player shows the clip's 4.65 s, rounded up
@@ -189,6 +203,63 @@ def test_no_audio_is_a_clear_message(page):
     page.get_by_role("button", name=RUN).click()
     expect(page.locator("[data-testid=toast-text]")).to_contain_text("No audio: upload or record an audio clip first")
     expect(page.locator("#e2v-headline")).to_contain_text("请先上传或录制一段音频")
+
+
+def test_webm_from_a_browser_recording_uploads_and_is_recognised(page, tmp_path):
+    """Browsers call .webm video/webm, which Gradio's own audio check refuses; the page takes it."""
+    clip = write_audio(tmp_path / "speech_mic.webm", voice_like(3.0, 48_000, 1, seed=3), 48_000, "webm")
+    accept = page.locator("#e2v-audio input[type=file]").get_attribute("accept")
+    assert ".webm" in accept and ".opus" in accept and "audio/*" in accept
+    upload(page, clip)
+    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+    recognise(page)
+    log = page.locator("#e2v-log textarea").input_value()
+    assert "[1/4] 校验 Validation: speech_mic.webm ✓ (WEBM/Matroska, 1 ch, 48000 Hz, 3.00 s" in log
+    expect(page.locator("#e2v-headline")).to_contain_text("speech_mic.webm")
+    screenshot(page, "webm")
+
+
+def test_a_new_file_clears_the_previous_result(page, clips, tmp_path):
+    upload(page, clips["30s"])
+    recognise(page)
+    expect(page.locator("#e2v-headline")).to_contain_text("speech_30s.wav")
+    quiet = write_audio(tmp_path / "short_silence.wav", np.zeros((8_000, 1), dtype=np.float32), 16_000, "wav")
+    page.locator("#e2v-audio").get_by_role("button", name=re.compile("^(清除|Clear)$")).click()
+    expect(page.locator("#e2v-headline")).to_contain_text("等待识别 · Waiting for audio")  # cleared with the audio
+    upload(page, quiet)
+    expect(page.locator("#e2v-headline")).to_contain_text("等待识别 · Waiting for audio")
+    expect(page.locator("#e2v-scores .e2v-score")).to_have_count(0)
+    expect(page.locator("#e2v-log textarea")).to_have_value("")
+    expect(page.locator("#e2v-files a")).to_have_count(0)
+    screenshot(page, "cleared")
+    # The short, silent clip is recognised with a warning in the headline and the log.
+    recognise(page)
+    expect(page.locator("#e2v-headline")).to_contain_text("Short clip: 0.50 s, under the recommended 1 s")
+    expect(page.locator("#e2v-headline")).to_contain_text("Nearly silent")
+    log = page.locator("#e2v-log textarea").input_value()
+    assert "注意 Note: 音频很短 Short clip" in log and "注意 Note: 几乎无声 Nearly silent" in log
+    screenshot(page, "short_silent")
+
+
+def test_webm_dropped_on_the_audio_input_is_taken(page, tmp_path):
+    """A drop carries the browser's own type (video/webm for .webm), as a real drag from the desktop does."""
+    import base64
+
+    clip = write_audio(tmp_path / "dropped.webm", voice_like(2.0, 48_000, 1, seed=4), 48_000, "webm")
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "video/webm"}));
+            const target = document.querySelector("#e2v-audio .upload-container");
+            target.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true, dataTransfer: transfer}));
+        }""",
+        [base64.b64encode(clip.read_bytes()).decode(), clip.name],
+    )
+    expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile("dropped.webm"))
+    expect(page.locator("[data-testid=toast-text]")).to_have_count(0)
+    recognise(page)
+    expect(page.locator("#e2v-headline")).to_contain_text("dropped.webm")
 
 
 # -- the batch tab --------------------------------------------------------------------------

@@ -201,3 +201,13 @@ def test_batches_group_similar_lengths_within_the_budget(tiny_model):
         assert max(call) * len(call) <= 4 * 16_000 or len(call) == 1
         assert min(call) >= 0.9 * max(call)
     assert [16_000, 17_000] in calls and [30_000, 31_000] in calls
+
+
+def test_progress_counts_the_files_own_seconds(tiny_model):
+    """Long audio runs as overlapping windows; the progress still counts the file's seconds."""
+    from emotion2vec_ui.audio import load_audio
+
+    audio = load_audio((random_speechlike(70.0), 16_000), name="long")
+    messages = []
+    tiny_model.recognize([audio], "utterance", progress=lambda fraction, text: messages.append(text))
+    assert len(messages) > 1 and messages[-1] == "70 / 70 s of audio"

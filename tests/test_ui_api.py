@@ -241,8 +241,8 @@ def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points)
     track, step, window = emotion_track(frame_result(seconds))
     assert (step, window) == (step_s, window_s)
     assert len(track) == points * len(LABELS) and track["emotion"].nunique() == len(LABELS)
-    sums = track.groupby("time_s")["score"].sum()  # a moving average of distributions is one
-    assert len(sums) == points and ((sums - 1).abs() < 1e-3).all()
+    sums = track.groupby("time_s")["score"].sum()  # a moving average of distributions is 100 %
+    assert len(sums) == points and ((sums - 100).abs() <= 0.5).all()
     assert track["time_s"].min() > 0 and track["time_s"].max() < seconds
 
 
@@ -257,11 +257,71 @@ def test_page_helpers():
     data = result.to_dict()
     shown = page_json(data)
     assert isinstance(shown["frame_scores"], str) and "result.json" in shown["frame_scores"]
-    assert data["frame_scores"] and shown["scores"] == data["scores"]
+    assert data["frame_scores"] and shown["scores"] == {key: round(p, 4) for key, p in data["scores"].items()}
+    assert shown["confidence"] == round(data["confidence"], 4)  # people read 4 decimals; result.json keeps all
     result.source = "<b>odd</b> name.wav"
     card = headline_html(result)
     assert "&lt;b&gt;odd&lt;/b&gt; name.wav" in card and "<b>odd" not in card
     assert f"{result.display} " in card and f"置信度: {result.confidence:.1%}" in card
+    assert "the probability the model gives this emotion for the whole clip" in card
+
+
+def test_segment_table_follows_the_smoothed_track_the_plot_shows():
+    """30 s where "other" leads for whole seconds but never for 0.5 s of raw 20 ms frames."""
+    import numpy as np
+
+    from emotion2vec_ui.results import build_result
+    from emotion2vec_ui.ui_views import emotion_track, segment_table
+
+    labels = ["angry", "other", "neutral"]
+    rng = np.random.default_rng(0)
+    frames = 1500  # 30 s
+    leader = np.where((np.arange(frames) // 250) % 2 == 1, 1, 0)  # 5 s turns: angry, other, angry, ...
+    # Within each turn the leader wins 3 frames in 4, the others flicker to neutral.
+    winner = np.where(rng.random(frames) < 0.75, leader, 2)
+    probs = np.full((frames, 3), 0.2)
+    probs[np.arange(frames), winner] = 0.6
+    result = build_result(probs.mean(axis=0), labels, "frame", 30.0, "tiny", "clip.wav", frame_probs=probs)
+    assert len(result.frame_runs(0.5)) == 1  # the raw 20 ms runs: one row for the whole clip
+
+    table = segment_table(result)
+    assert list(table["情绪 Emotion"]) == ["😠 愤怒 (Angry)", "🤔 其他 (Other)"] * 3
+    starts = [float(x) for x in table["开始 Start (s)"]]
+    assert starts[0] == 0.0 and all(abs(start - 5 * i) < 0.6 for i, start in enumerate(starts))
+    track, _, _ = emotion_track(result)
+    other = track[track["emotion"] == "🤔 其他 Other"].set_index("time_s")["score"]
+    # Where the table says "other", the plot's "other" line is on top.
+    for _, row in table[table["情绪 Emotion"] == "🤔 其他 (Other)"].iterrows():
+        inside = other[(other.index > float(row.iloc[0]) + 0.5) & (other.index < float(row.iloc[1]) - 0.5)]
+        assert len(inside) and (inside > 100 / 3).all()
+
+
+def test_clip_notes_warn_about_short_and_silent_clips():
+    import numpy as np
+
+    from emotion2vec_ui.ui_views import clip_notes
+    from tests.conftest import random_speechlike
+
+    speech = random_speechlike(3.0)
+    assert clip_notes(speech) == []
+    short = clip_notes(speech[:8_000])
+    assert len(short) == 1 and "Short clip: 0.50 s, under the recommended 1 s" in short[0]
+    silent = clip_notes(np.zeros(48_000, dtype=np.float32))
+    assert len(silent) == 1 and "Nearly silent" in silent[0] and "digital silence" in silent[0]
+    hum = clip_notes(speech * 0.001)  # about -66 dBFS
+    assert len(hum) == 1 and "dBFS" in hum[0]
+
+
+def test_score_bars_show_every_emotion_as_a_percentage():
+    from emotion2vec_ui.ui_views import emotion_name, score_bars_html
+
+    result = frame_result(3)
+    bars = score_bars_html(result)
+    assert bars.count('<div class="e2v-score"') + bars.count('<div class="e2v-score e2v-top"') == len(LABELS)
+    assert bars.count("e2v-top") == 1
+    for key, score in result.scores.items():
+        assert f"{score:.1%}</span>" in bars and emotion_name(key) in bars
+    assert score_bars_html(None) == ""
 
 
 # -- the handlers, without a server --------------------------------------------------------
@@ -336,3 +396,16 @@ def test_the_header_lists_the_checkpoints_own_labels(tiny_model, monkeypatch):
     monkeypatch.setattr(type(tiny_model), "labels", property(lambda self: ["angry", "happy", "sad"]))
     header = _header_markdown(tiny_model)
     assert "3 emotions" in header and "Neutral" not in header and "Happy" in header
+
+
+def test_console_shows_the_address_without_a_share_hint(ui_server):  # noqa: F811
+    """Gradio's own start-up lines end with a share=True hint that no option of the app supports."""
+    import time
+
+    line = f"* Running on local URL:  {ui_server.url}"
+    deadline = time.monotonic() + 60  # the page answers a moment before launch() returns and prints
+    while line not in ui_server.stdout_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client_output = ui_server.stdout_path.read_text()
+    assert line in client_output
+    assert "share=True" not in client_output + ui_server.stderr_path.read_text()
