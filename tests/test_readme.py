@@ -57,7 +57,7 @@ def _cli_commands() -> list[list[str]]:
     """Every command line of the package in the README's bash blocks, as argv after the program."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", _readme(), re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines joined
             line = line.split(" > ")[0].strip()
             for prefix in CLI_PREFIXES:
                 if line.startswith(prefix):
