@@ -43,15 +43,21 @@ def browser():
         browser.close()
 
 
+def open_app(browser, url: str, width: int, height: int, permissions: tuple[str, ...] = ()):
+    """(context, tab): a fresh browser context with the app's page loaded in a width x height window."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    context.grant_permissions(list(permissions))
+    tab = context.new_page()
+    tab.set_default_timeout(60_000)
+    tab.goto(url)
+    tab.get_by_role("button", name=RUN).wait_for()
+    return context, tab
+
+
 @pytest.fixture
 def page(browser, ui_server):  # noqa: F811
     """A fresh tab on the app's page, loaded."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
-    context.grant_permissions(["microphone"])
-    tab = context.new_page()
-    tab.set_default_timeout(60_000)
-    tab.goto(ui_server.url)
-    tab.get_by_role("button", name=RUN).wait_for()
+    context, tab = open_app(browser, ui_server.url, 1400, 1000, ("microphone",))
     yield tab
     context.close()
 

@@ -15,7 +15,7 @@ import pytest
 from emotion2vec_ui.audio import SAMPLE_RATE
 from emotion2vec_ui.testdata import write_audio
 from emotion2vec_ui.ui_conversation import clock, conversation_outputs
-from tests.test_browser import ARTIFACTS, CHROMIUM, RUN, browser, expect, upload  # noqa: F401  (browser is a fixture)
+from tests.test_browser import ARTIFACTS, CHROMIUM, RUN, browser, expect, open_app, upload  # noqa: F401  (browser is a fixture)
 from tests.ui_server import ui_server  # noqa: F401  (ui_server is a fixture)
 
 from .speech import stereo_call
@@ -33,11 +33,7 @@ pytestmark = [
 def laptop_page(browser, ui_server):  # noqa: F811
     """A fresh tab on the app's page in a 1366x768 window."""
     ARTIFACTS.mkdir(exist_ok=True)
-    context = browser.new_context(viewport=LAPTOP, locale="zh-CN")
-    tab = context.new_page()
-    tab.set_default_timeout(60_000)
-    tab.goto(ui_server.url)
-    tab.get_by_role("button", name=RUN).wait_for()
+    context, tab = open_app(browser, ui_server.url, LAPTOP["width"], LAPTOP["height"])
     yield tab
     context.close()
 
