@@ -72,13 +72,30 @@ def layer_linear(linear: Linear) -> LayerLinear:
     return lambda layer, x: linear(x, layer.weight, layer.bias)
 
 
+def int8_linear(layer: torch.nn.Linear) -> torch.nn.Module:
+    """`layer` as fbgemm's dynamically quantised int8 linear (weights per output channel)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    use_int8_engine()
+    layer.qconfig = per_channel_dynamic_qconfig
+    with warnings.catch_warnings():  # torch flags its quantised tensors as deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return DynamicInt8Linear.from_float(layer)
+
+
+def use_int8_engine() -> None:
+    """fbgemm (x86) for torch's quantised kernels where this build has it, else qnnpack."""
+    torch.backends.quantized.engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
+
+
 def quantize_linears_int8(modules: list[torch.nn.Module]) -> LayerLinear:
     """Replace every nn.Linear inside `modules` (in place) by fbgemm's dynamically
     quantised int8 linear: weights int8 per output channel, activations quantised per
     call from their own range, float32 in and out. Returns how to call a layer."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    torch.backends.quantized.engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
+    use_int8_engine()
     with warnings.catch_warnings():  # torch flags its quantised tensors as deprecated in favour of torchao
         warnings.simplefilter("ignore")
         for module in modules:

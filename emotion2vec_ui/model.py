@@ -35,8 +35,9 @@ from .settings import DEFAULT_MODEL, HUBS
 CHECKPOINT_FILES = ("config.yaml", "model.pt")
 # The released checkpoints omit the pre-training decoder; no other weight may be missing.
 OPTIONAL_WEIGHT_PREFIXES = ("modality_encoders.AUDIO.decoder.",)
-# Precision options: the dtype matmuls run in. "int8": the transformer's linear layers as
-# dynamically quantised int8 (CPU only); the conv front end, attention and norms stay float32.
+# Precision options: the dtype matmuls run in. "int8": the linear layers of the transformer
+# and of the conv front end (all but its first layer) as dynamically quantised int8 (CPU
+# only); attention, the positional convolutions and the norms stay float32.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.qint8}
 
 
@@ -81,13 +82,14 @@ class Emotion2vecBackend(BackendBase):
         # The head stays float32 on the CPU in numpy: cheap, and exact for every precision.
         self.head_weight = net.proj.weight.detach().float().cpu().numpy()[keep]  # (K, D)
         self.head_bias = net.proj.bias.detach().float().cpu().numpy()[keep]  # (K,)
-        # int8 quantises only the transformer's linear layers; the rest runs in float32.
+        # int8 quantises the linear layers (see PRECISIONS); the rest runs in float32.
         self.dtype = torch.float32 if precision == "int8" else PRECISIONS[precision]
         self.linear = pick_linear(device, self.dtype, self.isa)
         blocks = [*self.encoder.context_encoder.blocks, *net.blocks]
         block_linear = quantize_linears_int8(blocks) if precision == "int8" else layer_linear(self.linear)
         self.front_end = ConvFrontEnd(self.encoder, self.geometry, self.linear,
-                                      CONV_PIECES["cuda" if torch.device(device).type == "cuda" else "cpu"])
+                                      CONV_PIECES["cuda" if torch.device(device).type == "cuda" else "cpu"],
+                                      int8=precision == "int8")
         self.transformer = TransformerEncoder(net, block_linear, self.dtype)
 
     @property

@@ -1,4 +1,5 @@
-"""precision="int8": the transformer's linear layers as dynamically quantised int8 (CPU)."""
+"""precision="int8": the linear layers of the transformer and the conv front end as dynamically
+quantised int8 (CPU)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,19 @@ def int8_model(tiny_checkpoint):
     return load_model(tiny_checkpoint, device="cpu", precision="int8")
 
 
-def test_transformer_linears_are_quantised(int8_model):
+def test_linear_layers_are_quantised(int8_model):
     backend = int8_model.backend
     assert backend.precision == "int8"
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     for block in backend.blocks:
         for layer in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
             assert isinstance(layer, dynamic)
-    # the conv front end's projection and the head stay float32
+    # the conv front end: every layer's GEMM but the first (ten taps of one channel), and the projection
+    steps = backend.front_end.steps
+    assert type(steps[0].gemm) is torch.nn.Linear
+    assert all(isinstance(step.gemm, dynamic) for step in steps[1:])
+    assert [type(m) for m in backend.front_end.projection] == [torch.nn.LayerNorm, dynamic]
+    # funasr's own projection module is left float32 (the head is float32 numpy anyway)
     assert all(type(m) is not dynamic for m in backend.encoder.project_features)
 
 
