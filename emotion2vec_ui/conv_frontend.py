@@ -65,7 +65,7 @@ def time_major_conv_steps(encoder: torch.nn.Module) -> list[ConvStep] | None:
             gemm.weight.copy_(conv.weight.detach().permute(0, 2, 1).reshape(conv.out_channels, -1))
             if conv.bias is not None:
                 gemm.bias.copy_(conv.bias.detach())
-        steps.append(ConvStep(gemm.eval(), conv.kernel_size[0], conv.stride[0], norm[0], parts[3]))
+        steps.append(ConvStep(gemm.eval().requires_grad_(False), conv.kernel_size[0], conv.stride[0], norm[0], parts[3]))
     return steps
 
 
