@@ -73,7 +73,8 @@ def layer_linear(linear: Linear) -> LayerLinear:
 
 
 def int8_linear(layer: torch.nn.Linear) -> torch.nn.Module:
-    """`layer` as fbgemm's dynamically quantised int8 linear (weights per output channel)."""
+    """`layer` as fbgemm's dynamically quantised int8 linear: weights int8 per output
+    channel, activations quantised per call from their own range."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
@@ -90,14 +91,11 @@ def use_int8_engine() -> None:
 
 
 def quantize_linears_int8(modules: list[torch.nn.Module]) -> LayerLinear:
-    """Replace every nn.Linear inside `modules` (in place) by fbgemm's dynamically
-    quantised int8 linear: weights int8 per output channel, activations quantised per
-    call from their own range, float32 in and out. Returns how to call a layer."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    use_int8_engine()
-    with warnings.catch_warnings():  # torch flags its quantised tensors as deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        for module in modules:
-            quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    """Replace every nn.Linear inside `modules` (in place) by its int8 twin (`int8_linear`):
+    float32 in and out. Returns how to call a layer."""
+    for module in modules:
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.Linear:
+                    setattr(parent, name, int8_linear(child))
     return lambda layer, x: layer(x)
