@@ -221,6 +221,9 @@ def notes(run: dict) -> list[str]:
     reference = run["reference"]
     lines = [f"torch CPU threads: project {threads.get('default')}"
              + (f", reference {reference.get('threads')} (funasr's default ncpu)" if reference else "")]
+    gemm = run["short"].get("default", {}).get("fp32_gemm")
+    if gemm:
+        lines.append(f"project float32 linear layers: {gemm} (timed against the other at load)")
     lines += [f"project {label} failed: {r['error']}" for label, r in run["short"].items() if "error" in r]
     if reference is not None and "error" not in reference:
         errors = {}

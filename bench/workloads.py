@@ -118,6 +118,7 @@ def project_short(job: dict) -> dict:
         common_s, _ = timed(device, lambda: model.predict_batch(job["common"]))
     out = {
         "precision": f"onnx {model.backend.precision}" if onnx else model.backend.precision,
+        "fp32_gemm": _fp32_gemm(model.backend),
         "load_s": load_s,
         "first_s": first_s,
         "steady_s": steady,
@@ -360,6 +361,16 @@ def timed(device: str, call):
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, value
+
+
+def _fp32_gemm(backend) -> str | None:
+    """Which float32 GEMM the torch backend picked at load (kernels.pick_linear)."""
+    from emotion2vec_ui.kernels import onednn_linear
+
+    linear = getattr(backend, "linear", None)
+    if linear is None:
+        return None
+    return "oneDNN" if linear is onednn_linear else "F.linear (MKL on the CPU)"
 
 
 def _torch_threads() -> int | None:

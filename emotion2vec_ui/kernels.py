@@ -1,14 +1,18 @@
-"""Which CPU kernels run the model's matrix products: chosen once at load from the CPU's ISA.
+"""Which CPU kernels run the model's matrix products: chosen once at load, on this CPU.
 
 torch's default float32 matmul goes through MKL, which takes its AVX-512 code only on
-Intel processors; oneDNN's inner product (also in torch) uses AVX-512 on any vendor.
-`FP32_LINEAR_BY_ISA` records what was measured to be faster for the model's layer
-sizes on each instruction set (see bench/RESULTS.md); int8 uses fbgemm's dynamically
-quantised linear layers (per-channel int8 weights, activations quantised per call).
+Intel processors; oneDNN's inner product (also in torch) uses AVX-512 on any vendor and
+was faster on the AMD CPUs measured with AVX-512 and with AVX2 (bench/RESULTS.md). Which
+is faster on a given CPU is a measurement, not a rule, so the load times both on one of
+the model's layer sizes and keeps oneDNN unless MKL is clearly faster. int8 uses
+fbgemm's dynamically quantised linear layers (per-channel int8 weights, activations
+quantised per call).
 """
 
 from __future__ import annotations
 
+import functools
+import time
 import warnings
 from collections.abc import Callable
 
@@ -18,9 +22,11 @@ import torch.nn.functional as F
 Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]  # (x, weight, bias) -> y
 LayerLinear = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (nn.Linear or its int8 twin, x) -> y
 
-# float32 GEMM on the CPU per ISA (torch.backends.cpu.get_cpu_capability()), measured
-# with the model's layer sizes on 2 AMD EPYC cores; "onednn" where it is at least as fast.
-FP32_LINEAR_BY_ISA = {"AVX512": "onednn", "AVX2": "onednn"}
+# The float32 GEMM timed at load: a feed-forward layer on 8 s of audio (rows, in, out), about
+# 3.4 GFLOP a call; MKL replaces oneDNN only when it takes under 1/MKL_MARGIN of its time.
+TIMED_GEMM_SHAPE = (400, 1024, 4096)
+TIMED_GEMM_REPEATS = 3
+MKL_MARGIN = 1.1
 
 
 def cpu_isa() -> str:
@@ -46,17 +52,23 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def pick_linear(device: str, dtype: torch.dtype, isa: str | None = None) -> Linear:
+def pick_linear(device: str, dtype: torch.dtype) -> Linear:
     """How float32 linear layers run on `device`: `linear(x, weight, bias)`.
 
-    On the CPU in float32, the kernel FP32_LINEAR_BY_ISA names for this ISA (oneDNN when
-    it agrees with F.linear on this build). Elsewhere (CUDA, or under autocast) torch's
-    own `F.linear`.
+    On the CPU in float32, `cpu_fp32_linear()`; elsewhere (CUDA, or under autocast)
+    torch's own `F.linear`.
     """
-    if torch.device(device).type != "cpu" or dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
         return F.linear
-    isa = isa or cpu_isa()
-    if FP32_LINEAR_BY_ISA.get("AVX512" if isa == "AMX" else isa) != "onednn":
+    return cpu_fp32_linear()
+
+
+@functools.cache
+def cpu_fp32_linear() -> Linear:
+    """oneDNN's inner product when this build has it and it agrees with F.linear, unless
+    torch's own F.linear (MKL) is clearly faster on this CPU (`time_fp32_linears`).
+    Decided once per process (about 0.3 s)."""
+    if not torch.backends.mkldnn.is_available():
         return F.linear
     x, weight, bias = torch.randn(2, 3, 64), torch.randn(32, 64), torch.randn(32)
     try:
@@ -64,7 +76,27 @@ def pick_linear(device: str, dtype: torch.dtype, isa: str | None = None) -> Line
             agrees = torch.allclose(onednn_linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-4, atol=1e-5)
     except (AttributeError, RuntimeError):  # op missing or unsupported on this build
         return F.linear
-    return onednn_linear if agrees else F.linear
+    if not agrees:
+        return F.linear
+    onednn_s, mkl_s = time_fp32_linears()
+    return F.linear if mkl_s * MKL_MARGIN < onednn_s else onednn_linear
+
+
+def time_fp32_linears() -> tuple[float, float]:
+    """Best-of-`TIMED_GEMM_REPEATS` seconds of oneDNN's and of F.linear's float32 product on
+    TIMED_GEMM_SHAPE, calls interleaved so a passing load weighs on both (about 0.2 s)."""
+    rows, inputs, outputs = TIMED_GEMM_SHAPE
+    x, weight, bias = torch.randn(rows, inputs), torch.randn(outputs, inputs), torch.randn(outputs)
+    best = {onednn_linear: float("inf"), F.linear: float("inf")}
+    with torch.inference_mode():
+        for linear in best:  # warm-up: oneDNN builds its primitive on the first call
+            linear(x, weight, bias)
+        for _ in range(TIMED_GEMM_REPEATS):
+            for linear in best:
+                start = time.perf_counter()
+                linear(x, weight, bias)
+                best[linear] = min(best[linear], time.perf_counter() - start)
+    return best[onednn_linear], best[F.linear]
 
 
 def layer_linear(linear: Linear) -> LayerLinear:

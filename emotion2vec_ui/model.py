@@ -28,7 +28,7 @@ from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
 from .hub_access import cached_model_folder, require_hub
-from .kernels import cpu_isa, layer_linear, pick_linear, quantize_linears_int8
+from .kernels import layer_linear, pick_linear, quantize_linears_int8
 from .results import token_to_key, usable_label_indices
 from .settings import DEFAULT_MODEL, HUBS
 
@@ -71,7 +71,6 @@ class Emotion2vecBackend(BackendBase):
         self.name = name
         self.device = device
         self.precision = precision
-        self.isa = cpu_isa() if torch.device(device).type == "cpu" else None
         self.encoder = net.modality_encoders["AUDIO"]
         self.normalize_input = bool(net.cfg.get("normalize", False))
         self.geometry = FrameGeometry(tuple((k, s) for _, k, s in self.encoder.feature_enc_layers))
@@ -84,7 +83,7 @@ class Emotion2vecBackend(BackendBase):
         self.head_bias = net.proj.bias.detach().float().cpu().numpy()[keep]  # (K,)
         # int8 quantises the linear layers (see PRECISIONS); the rest runs in float32.
         self.dtype = torch.float32 if precision == "int8" else PRECISIONS[precision]
-        self.linear = pick_linear(device, self.dtype, self.isa)
+        self.linear = pick_linear(device, self.dtype)
         blocks = [*self.encoder.context_encoder.blocks, *net.blocks]
         block_linear = quantize_linears_int8(blocks) if precision == "int8" else layer_linear(self.linear)
         self.front_end = ConvFrontEnd(self.encoder, self.geometry, self.linear,

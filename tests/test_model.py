@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from emotion2vec_ui import load_model
+from emotion2vec_ui import kernels, load_model
 from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
 from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
-from emotion2vec_ui.kernels import pick_linear
+from emotion2vec_ui.kernels import onednn_linear, pick_linear
 from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
 
 from .conftest import random_speechlike
@@ -98,12 +98,34 @@ def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
 def test_linear_layers_match_torch(precision):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     linear = pick_linear("cpu", dtype)
-    # float32 on a CPU build with oneDNN takes its inner product; autocast handles the rest
-    assert (linear is torch.nn.functional.linear) == (precision == "bf16" or not torch.backends.mkldnn.is_available())
+    # float32 on the CPU takes whichever was faster at load; autocast handles reduced precision
+    assert linear in (onednn_linear, torch.nn.functional.linear)
+    if precision == "bf16":
+        assert linear is torch.nn.functional.linear
     x, weight, bias = torch.randn(3, 70, 256), torch.randn(512, 256), torch.randn(512)  # outputs ~16
     with torch.inference_mode():
         torch.testing.assert_close(linear(x, weight, bias), torch.nn.functional.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
         torch.testing.assert_close(linear(x, weight, None), x @ weight.T, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+@pytest.mark.parametrize(("onednn_s", "mkl_s", "picked"), [
+    (0.020, 0.030, onednn_linear),  # oneDNN faster: oneDNN
+    (0.020, 0.019, onednn_linear),  # MKL faster, but within the margin: oneDNN
+    (0.030, 0.020, torch.nn.functional.linear),  # MKL clearly faster: MKL
+])
+def test_float32_gemm_is_picked_by_timing(monkeypatch, onednn_s, mkl_s, picked):
+    monkeypatch.setattr(kernels, "time_fp32_linears", lambda: (onednn_s, mkl_s))
+    kernels.cpu_fp32_linear.cache_clear()  # decided once per process: decide again here
+    try:
+        assert pick_linear("cpu", torch.float32) is picked
+    finally:
+        kernels.cpu_fp32_linear.cache_clear()
+
+
+def test_float32_gemm_timing_measures_both():
+    onednn_s, mkl_s = kernels.time_fp32_linears()
+    assert 0 < onednn_s < float("inf") and 0 < mkl_s < float("inf")
 
 
 def test_mean_of_frame_logits_equals_utterance_logits(tiny_model):
