@@ -13,7 +13,8 @@ configuration into another. Measured on each device (CPU; CUDA when torch sees a
 
 1. start-up and a single 10 s clip, file to result: model load, first request, steady state;
 2. clip-set throughput (audio seconds per wall second): the project with default
-   settings and each precision option, vs the reference one file at a time;
+   settings and each precision option, vs the reference one file at a time (the
+   reference's clip set runs before and again after the project's: ratios use the mean);
 3. the long file, utterance and frame mode: time and peak memory; the reference in a
    child capped in memory and time; the same audio as 30 s files through the project;
 4. precision drift of each reduced precision (and of the ONNX exports) vs fp32 over the
@@ -174,6 +175,13 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
             job.update(backend="onnx", checkpoint=exported["folder"], precision="default")
         run["short"][precision] = children.run(
             f"project on {device}, {precision}: start-up, 10 s clip, clip set", job, args.timeout)
+    run["reference_after"] = None
+    if run["reference"] is not None and "error" not in run["reference"]:
+        # The reference again, so a change in the machine's load during the project's runs shows
+        # (and is averaged) instead of moving every ratio one way.
+        run["reference_after"] = children.run(
+            f"reference on {device} again: the {len(run['common'])} clips it read, after the project's runs",
+            {**base, "kind": "reference_clips", "clips": [clips[i] for i in run["common"]]}, args.timeout)
     if inputs["long"]:
         run["long"] = measure_long(children, args, inputs, base)
     return run
@@ -228,9 +236,13 @@ def build_tables(run: dict, inputs: dict, args: argparse.Namespace) -> str:
     default, reference = run["short"]["default"], run["reference"]
     default_label = f"default ({default['precision']})" if "precision" in default else "default"
     rows = report.startup_rows(default, reference, args.repeats)
+    ref_rate, ref_runs = report.reference_rate(reference, run["reference_after"], clips, common)
+    if len(ref_runs) == 2:
+        rows.append(report.reference_runs_row(ref_runs, len(common)))
     for label, result in run["short"].items():
         shown = default_label if label == "default" else label
-        rows += report.throughput_rows(shown, result, reference, clips, common, args.repeats, label != "default")
+        rows += report.throughput_rows(shown, result, reference, ref_rate, clips, common, args.repeats,
+                                       label != "default")
     rows += report.long_rows(args.long_seconds or 0, len(inputs["parts"]), run["long"], device)
     by_precision = {r["precision"]: r for r in run["short"].values() if "error" not in r}
     fp32 = by_precision.get("fp32")

@@ -105,12 +105,39 @@ def startup_rows(project: dict, reference: dict | None, repeats: int) -> list[Ro
     ]
 
 
-def throughput_rows(label: str, project: dict, reference: dict | None, clips: list[dict],
-                    common: list[int], repeats: int, single_row: bool) -> list[Row]:
+def reference_rate(before: dict | None, after: dict | None, clips: list[dict],
+                   common: list[int]) -> tuple[float | None, list[float]]:
+    """The reference's clip-set throughput on the `common` clips, and that of each run.
+
+    `before` is the reference_short run, `after` the reference_clips run (its per_clip
+    covers just the common clips); a run that failed or did not happen is left out. The
+    rate compared with is the audio over the mean of the runs' wall times.
+    """
+    walls = []
+    if before is not None and "error" not in before:
+        walls.append(sum(before["per_clip"][i]["wall_s"] for i in common))
+        if after is not None and "error" not in after and all("wall_s" in item for item in after["per_clip"]):
+            walls.append(sum(item["wall_s"] for item in after["per_clip"]))
+    if not walls:
+        return None, []
+    audio_s = sum(clips[i]["seconds"] for i in common)
+    return divide(audio_s, statistics.mean(walls)), [divide(audio_s, wall) for wall in walls]
+
+
+def reference_runs_row(rates: list[float], clips: int) -> Row:
+    """The reference's throughput in its run before and its run after the project's (they should agree)."""
+    change = 100 * (rates[1] / rates[0] - 1)
+    return Row(f"reference clip-set throughput, the {clips} clips it read: before / after the project's runs "
+               f"(ratios use the mean)", "–", f"{rates[0]:.2f} / {rates[1]:.2f} audio s/s ({change:+.1f} %)")
+
+
+def throughput_rows(label: str, project: dict, reference: dict | None, ref_rate: float | None,
+                    clips: list[dict], common: list[int], repeats: int, single_row: bool) -> list[Row]:
     """Clip-set throughput of one project configuration vs the reference, on the clips both read.
 
-    `common` indexes the clips the reference could read (all of them without a reference);
-    `single_row` adds this configuration's steady-state 10 s request time.
+    `ref_rate` is the reference's throughput on those clips (reference_rate; None without a
+    reference); `common` indexes the clips the reference could read (all of them without a
+    reference); `single_row` adds this configuration's steady-state 10 s request time.
     """
     if "error" in project:
         return [Row(f"clip set, {label}", f"failed: {project['error']}")]
@@ -118,9 +145,7 @@ def throughput_rows(label: str, project: dict, reference: dict | None, clips: li
     common_s = sum(clips[i]["seconds"] for i in common)
     project_common = divide(common_s, project["common_s"] if project["common_s"] is not None else project["batch_s"])
     rows = []
-    if reference is not None and "error" not in reference:
-        ref_wall = sum(reference["per_clip"][i]["wall_s"] for i in common)
-        ref_rate = divide(common_s, ref_wall)
+    if ref_rate is not None:
         ratio = divide(project_common, ref_rate)
         target = INT8_THROUGHPUT_TARGET if "int8" in label else THROUGHPUT_TARGET
         rows.append(Row(f"clip-set throughput, {label}: the {len(common)} clips both read", rate(project_common),
@@ -225,6 +250,9 @@ def notes(run: dict) -> list[str]:
     if gemm:
         lines.append(f"project float32 linear layers: {gemm} (timed against the other at load)")
     lines += [f"project {label} failed: {r['error']}" for label, r in run["short"].items() if "error" in r]
+    after = run.get("reference_after")
+    if after is not None and "error" in after:
+        lines.append(f"the reference's second clip-set run failed ({after['error']}): ratios use its first run")
     if reference is not None and "error" not in reference:
         errors = {}
         for clip, item in zip(run["clips"], reference["per_clip"]):

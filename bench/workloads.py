@@ -143,15 +143,32 @@ def reference_short(job: dict) -> dict:
     load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
     first_s, _ = timed(device, lambda: reference_generate(ref, job["single"]))
     steady = [timed(device, lambda: reference_generate(ref, job["single"]))[0] for _ in range(job["repeats"])]
+    return {"load_s": load_s, "first_s": first_s, "steady_s": steady,
+            "per_clip": _reference_clip_set(ref, device, job["clips"])}
+
+
+def reference_clips(job: dict) -> dict:
+    """The reference's clip set again, after one warm-up request (the bracketing run).
+
+    Returns per_clip as reference_short does.
+    """
+    device = job["device"]
+    ref = build_reference(job["checkpoint"], device)
+    reference_generate(ref, job["single"])
+    return {"per_clip": _reference_clip_set(ref, device, job["clips"])}
+
+
+def _reference_clip_set(ref, device: str, paths: list[str]) -> list[dict]:
+    """One timed `generate` per file: {wall_s, labels, scores}, or {error} for a file it cannot read or run."""
     per_clip = []
-    for path in job["clips"]:
+    for path in paths:
         try:
             wall_s, output = timed(device, lambda path=path: reference_generate(ref, path))
         except Exception as e:  # a file the reference cannot read or run: its outcome for that clip
             per_clip.append({"error": describe_error(e)})
             continue
         per_clip.append({"wall_s": wall_s, "labels": list(output["labels"]), "scores": list(output["scores"])})
-    return {"load_s": load_s, "first_s": first_s, "steady_s": steady, "per_clip": per_clip}
+    return per_clip
 
 
 def project_long(job: dict) -> dict:
@@ -205,6 +222,7 @@ JOBS = {
     "prepare_onnx": prepare_onnx,
     "project_short": project_short,
     "reference_short": reference_short,
+    "reference_clips": reference_clips,
     "project_long": project_long,
     "reference_long": reference_long,
 }
