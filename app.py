@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -48,6 +49,19 @@ def load_or_exit(settings: Settings):
     return model
 
 
+def exit_if_port_taken(settings: Settings) -> None:
+    """Exit with code 2 and one line when the address cannot be bound, before the (slow) model load."""
+    try:
+        family = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((settings.host, settings.port), family=family):
+            pass
+    except OSError as e:
+        print(f"error: cannot serve on {settings.host}:{settings.port}: {e.strerror or e}. If another program (another "
+              "copy of this app?) holds the port, choose another with --port N or E2V_PORT=N; the address is set "
+              "by --host or E2V_HOST.", file=sys.stderr)
+        sys.exit(2)
+
+
 def warn_if_open(settings: Settings) -> None:
     if settings.binds_beyond_loopback and not settings.auth:
         log.warning(
@@ -58,6 +72,8 @@ def warn_if_open(settings: Settings) -> None:
 
 _, settings = parse_settings(build_parser(), "server", strict=__name__ == "__main__")
 configure_logging(settings.log_level)
+if __name__ == "__main__":
+    exit_if_port_taken(settings)
 sweep_staging(settings.output_dir)
 model = load_or_exit(settings)
 demo = build_demo(model, settings)

@@ -14,6 +14,7 @@ clip i of the set always has the same duration, format, rate, channels and conte
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,6 +124,7 @@ def ensure_checkpoint(cache: Path, size: str) -> Path:
     folder = cache / f"checkpoint-{size}"
     if (folder / CHECKPOINT_STAMP).is_file():
         return folder
+    shutil.rmtree(folder, ignore_errors=True)  # a build that was cut short
     build_checkpoint(folder, size)
     (folder / CHECKPOINT_STAMP).write_text("built by bench/audioset.py\n", encoding="utf-8")
     return folder

@@ -17,6 +17,7 @@ from .errors import WindowTooLongError
 from .settings import BACKENDS, MAX_WINDOW_S  # noqa: F401 (re-exported)
 from .settings import PRECISIONS as PRECISION_CHOICES  # noqa: F401 (re-exported)
 
+ONNX_MANIFEST = "emotion2vec_onnx.json"  # what export-onnx writes beside encoder.onnx and head.onnx
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, used by funasr's input normalisation
 NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input statistics
 # MAX_WINDOW_S: the longest window (seconds) the model may see at once. Attention memory grows

@@ -42,6 +42,7 @@ class BatchSummary:
     done: int = 0  # recognised in this run
     skipped: int = 0  # already in the table
     failed: int = 0
+    failed_before: int = 0  # of `failed`: skipped inputs whose kept row is an error
     rows: int = 0  # rows in the committed table
     interrupted: bool = False
     seconds: float = 0.0
@@ -51,7 +52,9 @@ class BatchSummary:
     @property
     def line(self) -> str:
         state = "interrupted (rerun the same command to go on): " if self.interrupted else ""
-        return (f"{state}done {self.done}, skipped {self.skipped}, failed {self.failed} -> "
+        before = (f" ({self.failed_before} of them in earlier runs: --retry-failed redoes those)"
+                  if self.failed_before else "")
+        return (f"{state}done {self.done}, skipped {self.skipped}, failed {self.failed}{before} -> "
                 f"{self.out} ({self.rows} rows, {self.seconds:.1f} s)")
 
 
@@ -123,7 +126,7 @@ def run_batch(
     started = time.monotonic()
     table = ResultTable(out)
     schema = batch_schema(recognizer, granularity, embedding)
-    todo, summary, existing_failed = plan_batch(table, inputs, schema, retry_failed)
+    todo, summary = plan_batch(table, inputs, schema, retry_failed)
     if on_start:
         on_start(len(todo))
     pending: list[dict] = []
@@ -151,14 +154,13 @@ def run_batch(
     except KeyboardInterrupt:
         summary.interrupted = True
     flush()
-    summary.failed += existing_failed
     summary.rows = table.commit()
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> tuple[list[BatchInput], BatchSummary, int]:
-    """(inputs still to do, a summary with `inputs` and `skipped` set, how many skipped ones failed before).
+def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> tuple[list[BatchInput], BatchSummary]:
+    """(inputs still to do, a summary with `inputs`, `skipped` and the skipped ones that failed before set).
 
     Raises BatchTableError if the table exists with other columns than `schema` (None: not checked).
     `existing` is the table already read, if it was.
@@ -173,7 +175,9 @@ def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> t
     todo = [item for item in items if item.key not in done_all]
     skipped = [item for item in items if item.key in done_all]
     existing_failed = sum(item.key not in done_ok for item in skipped)
-    return todo, BatchSummary(out=table.path, inputs=len(items), skipped=len(skipped)), existing_failed
+    summary = BatchSummary(out=table.path, inputs=len(items), skipped=len(skipped), failed=existing_failed,
+                           failed_before=existing_failed)
+    return todo, summary
 
 
 class BatchProgress:
@@ -230,8 +234,9 @@ def add_batch_command(commands) -> None:
     batch.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                        help="one verdict per file (utterance), also a 20 ms track (frame), or one per "
                             "speech segment (segment)")
-    batch.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",
-                       help="segment mode: one speaker per channel, speakers found automatically, or N speakers")
+    batch.add_argument("--speakers", default=None, type=speakers_option, metavar="one|channels|auto|N",
+                       help="segment mode: one speaker (the default), one speaker per channel, speakers found "
+                            "automatically, or N speakers")
     batch.add_argument("--embedding", action="store_true", help="add the embedding column (float32 list)")
     batch.add_argument("--save-folders", action="store_true",
                        help="also write an output folder per file (under --output-dir)")

@@ -138,7 +138,7 @@ def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part
     existing = table.read()
     granularity, embedding = actor_args[2], actor_args[3]
     expected = table_schema(score_labels(existing.schema), granularity, embedding) if existing is not None else None
-    todo, summary, existing_failed = plan_batch(table, items, expected, retry_failed, existing=existing)
+    todo, summary = plan_batch(table, items, expected, retry_failed, existing=existing)
     if on_start:
         on_start(len(todo))
     try:
@@ -155,7 +155,6 @@ def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part
                         on_row(row)
     except KeyboardInterrupt:
         summary.interrupted = True
-    summary.failed += existing_failed
     summary.rows = table.commit()
     summary.seconds = time.monotonic() - started
     return summary

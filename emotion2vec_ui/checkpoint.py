@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import OutputWriteError
+
 SIZES = ("tiny", "large")
 TEMPLATE = resources.files("emotion2vec_ui") / "checkpoint_files"
 TINY_OVERRIDES = {
@@ -50,6 +52,9 @@ def build_checkpoint(
 ) -> Path:
     """Write a random-weight checkpoint folder; returns its path.
 
+    `folder` must not exist yet or be empty: OutputWriteError otherwise, so that a real
+    checkpoint (or anything else) is never overwritten by random weights.
+
     `tokens` replaces the label list (e.g. an older revision with `unuse_*` entries);
     `head_gain` scales the classification head's random weights, so tests can make the
     tiny model's predictions depend strongly on the input.
@@ -64,7 +69,15 @@ def build_checkpoint(
     if size not in SIZES:
         raise ValueError(f"unknown checkpoint size {size!r}; use one of {', '.join(SIZES)}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise OutputWriteError(f"{folder} is a file; give a new folder for the random-weight checkpoint.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputWriteError(f"{folder} is not empty; a random-weight checkpoint goes into a new or empty "
+                               "folder, so that nothing in it (a downloaded model, say) is overwritten.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputWriteError(f"cannot create {folder}: {e.strerror or e}.") from e
     config_text = (TEMPLATE / "config.yaml").read_text(encoding="utf-8")
     config = yaml.safe_load(config_text)
     if size == "tiny":

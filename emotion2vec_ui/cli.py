@@ -14,7 +14,7 @@ import sys
 import time
 
 from .batch import add_batch_command, run_batch_command
-from .conversation import speakers_option
+from .conversation import check_speaker_names, speakers_option
 from .errors import Emotion2vecError
 from .formats import ACCEPTED_FORMATS
 from .results import GRANULARITIES
@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help=f"audio files ({ACCEPTED_FORMATS})")
     predict.add_argument("--granularity", choices=GRANULARITIES, default="utterance",
                          help="one verdict per file (utterance), a 20 ms track (frame) or one per speech segment (segment)")
-    predict.add_argument("--speakers", default=None, type=speakers_option, metavar="channels|auto|N",
-                         help="segment mode: one speaker per channel, speakers found automatically, or N speakers "
-                              "(default: one speaker)")
+    predict.add_argument("--speakers", default=None, type=speakers_option, metavar="one|channels|auto|N",
+                         help="segment mode: one speaker (the default), one speaker per channel, speakers found "
+                              "automatically, or N speakers")
     predict.add_argument("--speaker-names", default=None, type=lambda text: text.split(","), metavar="A,B",
                          help="segment mode: names for the speakers, e.g. agent,customer")
     predict.add_argument("--embedding", action="store_true", help="also save embedding.npy")
@@ -63,18 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build-checkpoint":
         from .checkpoint import build_checkpoint
 
-        print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
+        try:
+            print(build_checkpoint(args.folder, size=args.size, seed=args.seed))
+        except Emotion2vecError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     try:
         settings = resolve(args, "cli")
     except ValueError as e:
         parser.error(str(e))
+    if args.command == "predict":
+        _check_segment_options(args, parser)
     configure_logging(settings.log_level)
     if args.command == "export-onnx":
         return _export_onnx(args, settings)
     if args.command == "batch":
         return run_batch_command(args, settings)
     return _predict(args, settings)
+
+
+def _check_segment_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Speaker options only with segment mode, and names that fit the speaker mode (before the model loads)."""
+    if args.granularity != "segment":
+        for flag, value in (("--speakers", args.speakers), ("--speaker-names", args.speaker_names)):
+            if value is not None:
+                parser.error(f"{flag} applies to --granularity segment only")
+    try:
+        args.speaker_names = check_speaker_names(args.speaker_names, args.speakers)
+    except ValueError as e:
+        parser.error(f"--speaker-names: {e}")
 
 
 def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,11 +150,15 @@ def _format(rec, folder, as_json: bool) -> str:
     line = f"{rec.name}\t{result.emotion}\t{result.confidence:.3f}\t{result.display}\t{result.duration_s:.2f}s"
     if result.granularity == "frame":
         segments = result.frame_runs(min_duration_s=0.5)
-        line += f"\t{len(result.frame_scores)} frames, {len(segments)} segments"
+        line += f"\t{len(result.frame_scores)} frames, {_count(len(segments), 'segment')}"
     if result.granularity == "segment":
-        line += f"\t{len(result.segments)} segments" + (f"\t{result.note}" if result.note else "")
+        line += f"\t{_count(len(result.segments), 'segment')}" + (f"\t{result.note}" if result.note else "")
     line += f"\t{folder}" if folder else ""
     return "\n".join([line, *(f"{rec.name}\t{_segment_line(segment)}" for segment in result.segments)])
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _segment_line(segment) -> str:

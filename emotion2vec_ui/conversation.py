@@ -15,24 +15,47 @@ from collections.abc import Callable
 import numpy as np
 
 from .audio import SAMPLE_RATE, Audio
+from .errors import SpeakerOptionError
 from .results import EmotionResult, Segment, build_segment_result
 from .vad import VadSettings, detect_speech
 
-SPEAKER_MODES = ("channels", "auto")  # besides None (one speaker) and a number of speakers
+SPEAKER_MODES = ("channels", "auto")  # besides None or "one" (one speaker) and a number of speakers
 DEFAULT_SPEAKERS = None  # one speaker, named S1
+ONE_SPEAKER = "one"  # the same as None, by name (the page, the API, the command line)
 NO_SPEECH_NOTE = "No speech was found in this recording, so there are no segments to score."
 SEARCH_SHARE = 0.1  # progress given to finding speech and speakers; the model gets the rest
 
 
 def check_speakers(speakers) -> str | int | None:
-    """Normalise a speaker mode: None, "channels", "auto" or a positive count ("2" -> 2)."""
-    if speakers is None or speakers in SPEAKER_MODES:
+    """Normalise a speaker mode: None or "one" -> None, "channels", "auto", or a positive
+    count ("2" -> 2); SpeakerOptionError (a ValueError) for anything else."""
+    if speakers is None or speakers == ONE_SPEAKER:
+        return None
+    if speakers in SPEAKER_MODES:
         return speakers
     if isinstance(speakers, str) and speakers.strip().isdigit():
         speakers = int(speakers)
     if isinstance(speakers, (int, np.integer)) and not isinstance(speakers, bool) and speakers >= 1:
         return int(speakers)
-    raise ValueError(f'speakers must be None, "channels", "auto" or a number of speakers (1 or more), not {speakers!r}')
+    raise SpeakerOptionError(f'speakers must be "one", "channels" (one speaker per channel), "auto" or a number '
+                             f"of speakers such as 2, not {speakers!r}")
+
+
+def check_speaker_names(names: list[str] | None, speakers: str | int | None) -> list[str] | None:
+    """Names, stripped (None when none are given); SpeakerOptionError when a name is empty
+    or repeated, or their number cannot fit `speakers` (check_speakers' form): one name for
+    one speaker, N for N. For "channels" the recording decides (checked per file), and
+    "auto" takes any number."""
+    if not names:
+        return None
+    names = [str(name).strip() for name in names]
+    if not all(names) or len(set(names)) != len(names):
+        raise SpeakerOptionError(f"speaker names must be distinct and none empty, not {', '.join(names)!r}")
+    expected = 1 if speakers is None else speakers if isinstance(speakers, int) else None
+    if expected is not None and len(names) != expected:
+        raise SpeakerOptionError(f"{len(names)} speaker names given for {expected} speaker"
+                                 f"{'s' if expected > 1 else ''}; give one name per speaker, or none")
+    return names
 
 
 def speakers_option(text: str):
@@ -115,8 +138,8 @@ def _names(given: list[str] | None, count: int, prefix: str, exact: bool, at_lea
     """Speaker names: the given ones, then prefix1, prefix2, ... for any speaker beyond them."""
     given = [str(name).strip() for name in given or []]
     if given and exact and len(given) != count:
-        raise ValueError(f"{len(given)} speaker names given for {count} speakers; give one name per speaker")
+        raise SpeakerOptionError(f"{len(given)} speaker names given for {count} speakers; give one name per speaker")
     if len(set(given)) != len(given) or not all(given):
-        raise ValueError(f"speaker names must be distinct and not empty, not {given}")
+        raise SpeakerOptionError(f"speaker names must be distinct and not empty, not {given}")
     total = max(count, at_least, len(given))
     return given + [f"{prefix}{i + 1}" for i in range(len(given), total)]

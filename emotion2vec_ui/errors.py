@@ -52,6 +52,10 @@ class MonoAudioError(AudioError):
     """One speaker per channel was asked of a recording with a single channel."""
 
 
+class SpeakerOptionError(Emotion2vecError, ValueError):
+    """Segment mode's speaker mode or speaker names are not allowed, or do not fit the recording."""
+
+
 class ModelLoadError(Emotion2vecError, RuntimeError):
     """The checkpoint cannot be found, downloaded or built."""
 

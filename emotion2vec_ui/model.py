@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backend_common import MAX_WINDOW_S, BackendBase, FrameGeometry, check_window  # noqa: F401 (re-exported)
+from .backend_common import MAX_WINDOW_S, ONNX_MANIFEST, BackendBase, FrameGeometry, check_window  # noqa: F401
 from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
@@ -178,9 +178,11 @@ def resolve_model_folder(model: str, hub: str) -> Path:
     if path.is_dir():
         missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
         if missing:
+            onnx_hint = (" This folder was written by export-onnx: run it with --backend onnx (E2V_BACKEND=onnx, "
+                         'or load_model(..., backend="onnx")).' if (path / ONNX_MANIFEST).is_file() else "")
             raise ModelLoadError(
                 f"model folder {path} lacks {', '.join(missing)}. A checkpoint folder holds "
-                "config.yaml, tokens.txt, configuration.json and model.pt."
+                f"config.yaml, tokens.txt, configuration.json and model.pt.{onnx_hint}"
             )
         return path
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:

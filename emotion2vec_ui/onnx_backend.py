@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend_common import ONNX_MANIFEST as MANIFEST
 from .backend_common import BackendBase, FrameGeometry
 from .errors import ModelLoadError
 
-MANIFEST = "emotion2vec_onnx.json"  # written by onnx_export.py
 FORMAT_VERSION = 1
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
@@ -79,9 +79,10 @@ class OnnxBackend(BackendBase):
 
 def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = None) -> OnnxBackend:
     """The exported folder `folder` on ONNX Runtime (`device` "cpu", the default, or "cuda")."""
-    if folder is None:
-        raise ModelLoadError("the onnx backend needs --model DIR: a folder written by "
-                             "python -m emotion2vec_ui export-onnx DIR.")
+    if folder is None or not Path(folder).expanduser().is_dir():
+        shown = "no model was given" if folder is None else f"{str(folder)!r} is not a folder"
+        raise ModelLoadError(f"the onnx backend needs --model DIR, a folder written by "
+                             f"python -m emotion2vec_ui export-onnx DIR; {shown}.")
     return OnnxBackend(Path(folder).expanduser(), device or "cpu")
 
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backend_common import ONNX_MANIFEST as MANIFEST
 from .encoder import TransformerEncoder
 from .kernels import layer_linear
 from .model import load_backend
 
-MANIFEST = "emotion2vec_onnx.json"  # also named in onnx_backend.py, which must not import this module
 ENCODER_FILE = "encoder.onnx"
 HEAD_FILE = "head.onnx"
 OPSET = 17  # LayerNormalization is a single op from opset 17

@@ -420,10 +420,19 @@ def load_model(
     the environment.
     """
     from .backend_common import BACKENDS, check_window
+    from .settings import check_device
 
     check_window(window_s)  # before the (slow) load
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    if device is not None:
+        try:
+            check_device(device)
+        except ValueError as e:
+            raise ModelLoadError(f"device {device!r}: {e}.") from None
+    if backend == "onnx" and precision != "fp32":
+        raise ModelLoadError(f"precision {precision!r} does not apply to the onnx backend: an exported folder "
+                             "runs the precision it was exported with (export-onnx --int8 for int8).")
     if backend == "onnx":
         from .onnx_backend import load_onnx_backend
 

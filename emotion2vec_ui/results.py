@@ -196,7 +196,9 @@ class EmotionResult:
         """Runs of frames sharing one dominant emotion: [{start_s, end_s, emotion, confidence}].
 
         Runs shorter than `min_duration_s` are merged into the run before them, so a
-        long recording reads as a few segments rather than thousands of flickers.
+        long recording reads as a few segments rather than thousands of flickers. Each run
+        is then labelled by its mean scores, and neighbours that end up with the same label
+        are joined (and labelled again) until no two neighbours share one.
         """
         if self.frame_scores is None or len(self.frame_scores) == 0:
             return []
@@ -210,11 +212,22 @@ class EmotionResult:
                 runs[-1][1] = end
             else:
                 runs.append([start, end, label])
+        while True:  # ends: every pass but the last joins at least two runs
+            for run in runs:
+                run[2] = int(self.frame_scores[run[0] : run[1]].mean(axis=0).argmax())
+            joined = runs[:1]
+            for start, end, label in runs[1:]:
+                if joined[-1][2] == label:
+                    joined[-1][1] = end
+                else:
+                    joined.append([start, end, label])
+            if len(joined) == len(runs):
+                break
+            runs = joined
         labels = self.labels
         segments = []
-        for start, end, _ in runs:
+        for start, end, top in runs:
             mean_scores = self.frame_scores[start:end].mean(axis=0)
-            top = int(mean_scores.argmax())
             segments.append(
                 {
                     "start_s": round(start * FRAME_HOP_S, 3),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,13 @@ def _max_segment_s(text: str) -> float:
     return value
 
 
+def check_device(text: str) -> str:
+    """"cpu", "cuda" or "cuda:N" as given; ValueError otherwise (the devices this app runs on)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise ValueError("must be cpu, cuda or cuda:N (a GPU's index)")
+    return text
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -115,7 +123,8 @@ OPTIONS = (
            programs=MODEL_PROGRAMS),
     Option("hub", "E2V_HUB", "ms", "where a hub id is downloaded from: ms (ModelScope) or hf (Hugging Face)",
            choices=tuple(HUBS), programs=MODEL_PROGRAMS),
-    Option("device", "E2V_DEVICE", None, "cpu, cuda, cuda:1, ... (default: CUDA when torch sees a GPU)"),
+    Option("device", "E2V_DEVICE", None, "cpu, cuda, cuda:1, ... (default: CUDA when torch sees a GPU)",
+           parse=check_device),
     Option("precision", "E2V_PRECISION", "fp32", "matmul precision: fp32 (exact), bf16, fp16 or int8 (CPU)",
            choices=PRECISIONS),
     Option("backend", "E2V_BACKEND", "torch", "torch, or onnx to run a folder written by export-onnx",
@@ -239,6 +248,9 @@ def resolve(args: argparse.Namespace, program: str, environ: Mapping[str, str] |
             raise ValueError(f"{source}: {text!r} is not one of {', '.join(map(str, option.choices))}")
         values[option.name] = value
     values["auth"] = read_auth(values["auth"], values["auth_file"])
+    if values.get("backend") == "onnx" and values.get("precision", "fp32") != "fp32":
+        raise ValueError(f"--precision {values['precision']} does not apply to --backend onnx: an exported "
+                         "folder runs the precision it was exported with (export-onnx --int8 for int8)")
     return Settings(**values)
 
 

@@ -17,7 +17,7 @@ import html
 import math
 import re
 
-from .conversation import check_speakers
+from .conversation import ONE_SPEAKER, check_speaker_names, check_speakers
 from .results import EmotionResult, label_for
 from .ui_views import EMOTION_COLORS
 
@@ -28,7 +28,7 @@ SPEAKER_CHOICES = {  # the page's and the API's speaker modes: value -> radio la
     "2": "两人 · 2",
     "3": "三人 · 3",
 }
-DEFAULT_SPEAKERS = "one"
+DEFAULT_SPEAKERS = ONE_SPEAKER
 SPEAKERS_HELP = (
     "立体声分轨：每个声道一位说话人（如客服录音）· one speaker per channel (call recordings); "
     "自动：按声音区分说话人 · automatic: tell voices apart in one channel."
@@ -73,15 +73,12 @@ CONVERSATION_CSS = """
 def parse_speakers(value) -> str | int | None:
     """A page or API speaker mode -> `predict`'s `speakers`: "one" (or nothing) -> None,
     "channels", "auto", or a count ("2" -> 2); ValueError says what is accepted."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", DEFAULT_SPEAKERS)):
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         return check_speakers(value.strip() if isinstance(value, str) else value)
-    except ValueError:
-        raise ValueError(
-            f'speakers must be "one", "channels" (one speaker per channel of a stereo file), "auto" or a number '
-            f"of speakers such as 2, not {value!r}."
-        ) from None
+    except ValueError as e:
+        raise ValueError(f"{e}.") from None
 
 
 def parse_speaker_names(text, speakers: str | int | None) -> list[str] | None:
@@ -92,16 +89,10 @@ def parse_speaker_names(text, speakers: str | int | None) -> list[str] | None:
         return None
     if not isinstance(text, str):
         raise ValueError(f'speaker_names must be text such as "agent, customer", not {text!r}.')
-    names = [name.strip() for name in re.split(NAME_SEPARATORS, text)]
-    if not all(names) or len(set(names)) != len(names):
-        raise ValueError(f"speaker names must be distinct and none empty, separated by commas, not {text!r}.")
-    expected = 1 if speakers is None else speakers if isinstance(speakers, int) else None
-    if expected is not None and len(names) != expected:
-        raise ValueError(
-            f"{len(names)} speaker names given for {expected} speaker{'s' if expected > 1 else ''}; "
-            "give one name per speaker, or none."
-        )
-    return names
+    try:
+        return check_speaker_names(re.split(NAME_SEPARATORS, text), speakers)
+    except ValueError as e:
+        raise ValueError(f"{e} (names are separated by commas).") from None
 
 
 def check_channel_names(names: list[str] | None, channels: int, source: str) -> None:

@@ -183,6 +183,7 @@ def test_failed_inputs_count_on_rerun_and_retry(corpus, tiny_model, tmp_path):
     assert run_batch(tiny_model, inputs, out).failed == 1
     rerun = run_batch(tiny_model, inputs, out)
     assert (rerun.done, rerun.skipped, rerun.failed) == (0, 2, 1)  # the kept error still counts
+    assert "failed 1 (1 of them in earlier runs: --retry-failed redoes those)" in rerun.line
     retry = run_batch(tiny_model, inputs, out, retry_failed=True)
     assert (retry.done, retry.skipped, retry.failed, retry.rows) == (0, 1, 1, 2)
 

@@ -61,6 +61,34 @@ def test_model_that_cannot_load(tmp_path, capsys):
     assert "neither a model folder nor a hub id" in capsys.readouterr().err
 
 
+def test_build_checkpoint_never_overwrites(tmp_path, capsys):
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"real weights")
+    assert main(["build-checkpoint", str(folder)]) == 2
+    assert "is not empty" in capsys.readouterr().err and (folder / "model.pt").read_bytes() == b"real weights"
+    assert main(["build-checkpoint", str(folder / "model.pt")]) == 2
+    assert "is a file" in capsys.readouterr().err and sorted(folder.iterdir()) == [folder / "model.pt"]
+    (tmp_path / "empty").mkdir()
+    assert main(["build-checkpoint", str(tmp_path / "empty")]) == 0
+    assert (tmp_path / "empty" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--granularity", "segment", "--speakers", "2", "--speaker-names", "a,b,c"],
+     "--speaker-names: 3 speaker names given for 2 speakers"),
+    (["--granularity", "segment", "--speaker-names", "a,b"], "--speaker-names: 2 speaker names given for 1 speaker;"),
+    (["--granularity", "segment", "--speakers", "auto", "--speaker-names", "a,a"], "must be distinct"),
+    (["--speaker-names", "agent,customer"], "--speaker-names applies to --granularity segment only"),
+    (["--speakers", "channels"], "--speakers applies to --granularity segment only"),
+    (["--device", "gpu"], "--device: 'gpu' must be cpu, cuda or cuda:N"),
+])
+def test_options_that_cannot_fit_are_refused_before_the_model_loads(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["predict", "x.wav", "--model", "/nowhere", *argv])  # a model that would fail to load
+    assert exited.value.code == 2 and expected in capsys.readouterr().err
+
+
 def test_help_does_not_import_torch():
     probe = (
         "import sys\n"
@@ -69,7 +97,8 @@ def test_help_does_not_import_torch():
         "print('heavy:', sorted(m for m in ('torch', 'funasr') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert "--granularity {utterance,frame,segment}" in out and "--speakers channels|auto|N" in out and "--output-dir DIR" in out
+    for expected in ("--granularity {utterance,frame,segment}", "--speakers one|channels|auto|N", "--output-dir DIR"):
+        assert expected in out
     assert out.strip().endswith("heavy: []")
 
 

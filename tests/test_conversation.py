@@ -13,6 +13,7 @@ import pytest
 from emotion2vec_ui import MonoAudioError, save_recognition
 from emotion2vec_ui.audio import SAMPLE_RATE, load_audio
 from emotion2vec_ui.cli import main
+from emotion2vec_ui.errors import SpeakerOptionError
 from emotion2vec_ui.results import NOT_AN_EMOTION, STRONGEST_MOMENTS
 from emotion2vec_ui.testdata import write_audio
 
@@ -133,8 +134,26 @@ def test_bad_speaker_modes_are_refused(tiny_model, wav_clip, speakers):
 
 def test_speaker_names_must_fit(tiny_model, stereo_file):
     path, _ = stereo_file
-    with pytest.raises(ValueError, match="3 speaker names given for 2 speakers"):
+    with pytest.raises(SpeakerOptionError, match="3 speaker names given for 2 speakers"):
         tiny_model.predict(path, granularity="segment", speakers="channels", speaker_names=["a", "b", "c"])
+    results = tiny_model.predict_batch([path, path], granularity="segment", speakers=2, on_error="return",
+                                       speaker_names=["a", "b", "c"])
+    assert all(isinstance(r, SpeakerOptionError) for r in results)  # one error per input, no crash
+
+
+def test_one_speaker_by_name(tiny_model, call, tmp_path, capsys, tiny_checkpoint):
+    waveform, _ = call
+    by_name = tiny_model.predict((waveform, SAMPLE_RATE), granularity="segment", speakers="one",
+                                 speaker_names=["client"])
+    assert by_name.segments and {segment.speaker for segment in by_name.segments} == {"client"}
+    default = tiny_model.predict((waveform, SAMPLE_RATE), granularity="segment", speaker_names=["client"])
+    assert [(s.start_s, s.speaker, s.scores) for s in by_name.segments] == [
+        (s.start_s, s.speaker, s.scores) for s in default.segments]
+    path = write_audio(tmp_path / "session.flac", waveform, SAMPLE_RATE, "flac")
+    assert main(["predict", str(path), "--granularity", "segment", "--speakers", "one", "--speaker-names", "client",
+                 "--model", str(tiny_checkpoint), "--device", "cpu", "--no-save", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["segments"] and {segment["speaker"] for segment in record["segments"]} == {"client"}
 
 
 def test_speaker_summary(auto_result):

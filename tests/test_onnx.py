@@ -105,6 +105,15 @@ def test_cli_exports_and_predicts(tiny_checkpoint, wav_clip, tmp_path, capsys):
     assert abs(result["confidence"] - expected.confidence) < TOLERANCE
 
 
+def test_options_that_do_not_fit_the_onnx_backend_are_refused(onnx_folder, tiny_checkpoint, capsys):
+    with pytest.raises(ModelLoadError, match="precision 'int8' does not apply to the onnx backend"):
+        load_model(onnx_folder, backend="onnx", precision="int8")
+    assert main(["predict", "x.wav", "--backend", "onnx"]) == 2  # no --model: the default is a hub id
+    assert "needs --model DIR, a folder written by python -m emotion2vec_ui export-onnx DIR" in capsys.readouterr().err
+    assert main(["predict", "x.wav", "--model", str(onnx_folder), "--device", "cpu"]) == 2  # torch backend
+    assert "written by export-onnx: run it with --backend onnx" in capsys.readouterr().err
+
+
 def test_unknown_backend(onnx_folder):
     with pytest.raises(ModelLoadError, match="unknown backend 'tensorrt'"):
         load_model(onnx_folder, backend="tensorrt")

@@ -7,6 +7,7 @@ import pytest
 
 from emotion2vec_ui import AudioDecodeError, Recognizer, load_audio
 from emotion2vec_ui.pipeline import plan_windows
+from emotion2vec_ui.results import build_result
 from emotion2vec_ui.settings import MAX_WINDOW_S
 
 from .conftest import random_speechlike
@@ -60,6 +61,19 @@ def test_frame_result(tiny_model, wav_clip):
     segments = result.frame_runs()
     assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(frames * 0.02)
     assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
+
+
+def test_frame_runs_never_list_two_neighbours_with_one_emotion():
+    """A short burst merged into the run before it can turn that run's mean to the emotion of
+    the run before: the two are then one segment, not two neighbours with the same label."""
+    labels = ["angry", "sad", "happy"]
+    angry, barely_sad, burst = [0.8, 0.1, 0.1], [0.39, 0.40, 0.21], [1.0, 0.0, 0.0]
+    frames = np.array([angry] * 30 + [barely_sad] * 30 + [burst] * 3 + [[0.1, 0.1, 0.8]] * 40)
+    result = build_result(frames.mean(axis=0), labels, "frame", len(frames) * 0.02, "m", frame_probs=frames)
+    runs = result.frame_runs(min_duration_s=0.5)
+    assert [(r["start_s"], r["end_s"], r["emotion"]) for r in runs] == [(0.0, 1.26, "angry"), (1.26, 2.06, "happy")]
+    assert runs[0]["confidence"] == pytest.approx(np.mean([row[0] for row in frames[:63]]))
+    assert all(a["emotion"] != b["emotion"] for a, b in zip(runs, runs[1:]))
 
 
 def test_frame_emotions_vary_over_time(tiny_model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from tests.test_outputs import KILLED_MID_SAVE
 from tests.test_ui_api import post_json, upload
-from tests.ui_server import REPO, start_server, ui_server  # noqa: F401  (ui_server is a fixture)
+from tests.ui_server import REPO, app_env, start_server, ui_server  # noqa: F401  (ui_server is a fixture)
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -187,6 +188,17 @@ def test_login_full_disk_and_the_sweep_after_a_kill(tmp_path, tiny_checkpoint, w
         assert list(out.iterdir()) == []
     finally:
         server.stop()
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, tiny_checkpoint):
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        run = subprocess.run([sys.executable, "app.py", "--port", str(port), "--log-level", "DEBUG"], cwd=REPO,
+                             env=app_env(tiny_checkpoint, tmp_path / "outputs", tmp_path / "gradio"),
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert f"error: cannot serve on 127.0.0.1:{port}" in run.stderr and "--port N or E2V_PORT=N" in run.stderr
+    assert "Traceback" not in run.stderr and "loaded and warmed up" not in run.stderr
 
 
 def post_form(url: str, fields: dict) -> tuple[int, bytes]:

@@ -47,6 +47,8 @@ def test_a_shared_server_accepts_less_than_the_command_line():
     (["--max-file-mb", "0"], {}, "--max-file-mb: '0' must be positive"),
     ([], {"E2V_PORT": "70000"}, "E2V_PORT: '70000' must be 1-65535"),
     ([], {"E2V_AUTH": "no-colon"}, "user:password"),
+    (["--device", "gpu"], {}, "--device: 'gpu' must be cpu, cuda or cuda:N"),
+    ([], {"E2V_BACKEND": "onnx", "E2V_PRECISION": "int8"}, "--precision int8 does not apply to --backend onnx"),
 ])
 def test_bad_values_end_the_program_naming_the_flag_or_variable(argv, environ, expected, capsys):
     with pytest.raises(SystemExit) as exited:
