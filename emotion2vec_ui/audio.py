@@ -129,10 +129,13 @@ def load_audio(
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = name or str(source)
-        if not path.is_file():
+        if path.is_dir():
             raise AudioFileNotFoundError(
-                f"{name}: no such file. Check the path; accepted inputs are {ACCEPTED_INPUTS}."
+                f"{name}: a folder, not an audio file. Give the audio files in it (the batch command "
+                "searches a whole folder: python -m emotion2vec_ui batch FOLDER --out results.csv)."
             )
+        if not path.is_file():
+            raise AudioFileNotFoundError(f"{name}: no such file. Check the path.")
         _check_size(path.stat().st_size, name, limits)
         try:
             with open(path, "rb") as handle:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -20,10 +21,12 @@ from .formats import ACCEPTED_FORMATS
 from .results import GRANULARITIES
 from .settings import Settings, add_options, configure_logging, resolve
 
+SCRIPT = "emotion2vec-ui"  # the installed command (pyproject.toml), the same as python -m emotion2vec_ui
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m emotion2vec_ui",
+        prog=SCRIPT if os.path.basename(sys.argv[0]) == SCRIPT else "python -m emotion2vec_ui",
         description="Speech emotion recognition with emotion2vec+ large.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -100,8 +100,9 @@ def check_free_space(output_root: str | os.PathLike, min_free_bytes: int) -> Non
     free = shutil.disk_usage(existing).free
     if free < min_free_bytes:
         raise OutputWriteError(
-            f"the server's disk is nearly full ({free / 2**20:.0f} MB free, {min_free_bytes / 2**20:.0f} MB "
-            "kept in reserve), so no recognition can be saved now. Try again later or tell the server's owner."
+            f"the output folder's disk is nearly full ({free / 2**20:.0f} MB free, {min_free_bytes / 2**20:.0f} MB "
+            "kept in reserve by the min-free-disk-mb setting), so no recognition can be saved now. Free some "
+            "space and try again (on a shared server, tell its owner)."
         )
 
 

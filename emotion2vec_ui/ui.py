@@ -237,8 +237,12 @@ def malformed_call_message(inputs: list, error: Exception) -> str:
         if path.startswith(("http://", "https://")):
             return f"audio: URLs are not fetched by this server. {upload_hint}"
         return f"audio: {Path(path).name} was not uploaded to this server, so it cannot be read. {upload_hint}"
+    if isinstance(audio, str) and audio:
+        return (f"audio: {Path(audio).name} was sent as a path, and this server reads only files uploaded to it. "
+                f"{upload_hint}")
     if audio is not None:
-        return f"audio must be an uploaded file, not {json.dumps(audio)[:80]}. {upload_hint}"
+        shown = json.dumps(audio)
+        return f"audio must be an uploaded file, not {shown if len(shown) <= 80 else shown[:77] + '...'}. {upload_hint}"
     return f"The call's values cannot be used ({str(error).splitlines()[0][:200]}). Call: {API_EXAMPLE}"
 
 
@@ -351,7 +355,7 @@ class Handlers:
             log.warning("refused %s: %s", _input_name(audio), e)
             raise UserFacingError(str(e), "请求无效 Invalid request") from e
         except Emotion2vecError as e:
-            log.warning("refused %s: %s", _input_name(audio), e)
+            log.warning("refused: %s", e)  # the message names the input
             unusable = isinstance(e, AudioError)
             title = "无法使用这段音频 Cannot use this audio" if unusable else "无法保存结果 Cannot save the result"
             raise UserFacingError(str(e), title) from e

@@ -153,6 +153,11 @@ def test_missing_file():
         load_audio("/nonexistent/clip.wav")
 
 
+def test_a_folder_is_named_as_one(tmp_path):
+    with pytest.raises(AudioFileNotFoundError, match="a folder, not an audio file.*batch FOLDER"):
+        load_audio(tmp_path)
+
+
 def test_container_without_audio_stream(tmp_path):
     import av
 

@@ -73,7 +73,9 @@ def test_other_peoples_results_cannot_be_fetched(ui_server, wav_clip):  # noqa: 
 MALFORMED = {  # what a call sends -> words its error must contain
     "missing arguments": ([], "takes 3 to 5 inputs"),
     "audio as {}": ([{}, "utterance", False], "must be an uploaded file"),
-    "audio as a plain string": (["clip.wav", "utterance", False], "must be an uploaded file"),
+    "audio as a plain string": (["/home/someone/a-rather-long-folder-name/recordings-2026/clip.wav", "utterance",
+                                 False], "clip.wav was sent as a path, and this server reads only files uploaded"),
+    "audio as a long list": ([list(range(100)), "utterance", False], "not [0, 1, 2"),
     "a path outside the upload folder": ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
                                           "utterance", False], "passwd was not uploaded"),
     "the example clip": ([{"path": str(REPO / "emotion2vec_ui/assets/example_zh.wav"),
