@@ -22,6 +22,7 @@ from .errors import (
     InvalidSamplesError,
     ModelLoadError,
     MonoAudioError,
+    SpeakerOptionError,
     UnsupportedCodecError,
 )
 from .outputs import save_recognition
@@ -32,7 +33,8 @@ __all__ = [
     "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",
     "AudioDecodeError", "AudioError", "AudioFileNotFoundError", "AudioLimitError", "AudioTooShortError",
     "CheckpointMismatchError", "CorruptAudioError", "Emotion2vecError", "EmptyAudioError",
-    "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "UnsupportedCodecError",
+    "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "SpeakerOptionError",
+    "UnsupportedCodecError",
     "save_recognition", "Recognition", "Recognizer", "load_model",
     "EMOTION_LABELS", "EmotionResult", "label_for",
 ]

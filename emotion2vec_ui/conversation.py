@@ -85,6 +85,7 @@ def recognize_segments(
     default names S1, S2, ... (ch1, ch2, ... for channels) in order of first appearance.
     """
     speakers = check_speakers(speakers)
+    speaker_names = check_speaker_names(speaker_names, speakers)  # before any work
     timings = {}
     started = time.perf_counter()
     if progress:

@@ -141,6 +141,17 @@ def test_speaker_names_must_fit(tiny_model, stereo_file):
     assert all(isinstance(r, SpeakerOptionError) for r in results)  # one error per input, no crash
 
 
+def test_speaker_names_are_checked_before_any_work(tiny_model, call, monkeypatch):
+    def no_vad(*args, **kwargs):
+        raise AssertionError("the VAD ran before the names were checked")
+
+    monkeypatch.setattr("emotion2vec_ui.conversation.detect_speech", no_vad)
+    waveform, _ = call
+    for speakers, names in ((2, ["a"]), (None, ["a", "b"]), ("one", ["a", "b"]), ("auto", ["a", "a"])):
+        with pytest.raises(SpeakerOptionError):
+            tiny_model.predict((waveform, SAMPLE_RATE), granularity="segment", speakers=speakers, speaker_names=names)
+
+
 def test_one_speaker_by_name(tiny_model, call, tmp_path, capsys, tiny_checkpoint):
     waveform, _ = call
     by_name = tiny_model.predict((waveform, SAMPLE_RATE), granularity="segment", speakers="one",
