@@ -44,7 +44,8 @@ def load_or_exit(settings: Settings):
     except Emotion2vecError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    log.info("model %s on %s: loaded and warmed up in %.1f s", model.model_name, model.device,
+    log.info("model %s on %s (%s, %s): loaded and warmed up in %.1f s", model.model_name, model.device,
+             "ONNX Runtime" if settings.backend == "onnx" else "torch", model.backend.precision,
              time.perf_counter() - started)
     return model
 
