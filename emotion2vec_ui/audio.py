@@ -57,7 +57,9 @@ SIGNATURES = {
     b"\x1a\x45\xdf\xa3": "WEBM/Matroska",
 }
 HEADER_PEEK_BYTES = 64 * 1024
-FIRST_BUFFER_SAMPLES = 10 * 60 * SAMPLE_RATE  # the decode buffer starts at most this big (38 MB), then grows
+# The decode buffer is sized from the header's duration up to this (65 minutes, 250 MB of address
+# space, taken in memory only as it is written); longer files grow it by copying.
+FIRST_BUFFER_SAMPLES = 65 * 60 * SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,9 @@ def _decode(handle, name: str, limits: AudioLimits, keep_channels: bool = False)
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY)
         max_source_samples = limits.max_duration_s * rate
         expected_s = container.duration / 1_000_000 if container.duration else 0.0  # AV_TIME_BASE: µs
-        # The header's duration is a hint, not a promise: a tiny crafted file may claim hours.
+        # The header's duration is a hint, not a promise: a tiny crafted file may claim hours. The
+        # buffer is sized from it all the same (capped): pages never written take no memory, and
+        # a recording of up to an hour then never needs a grown copy of its buffer.
         claimed = int(min(expected_s, limits.max_duration_s) * SAMPLE_RATE * 1.01) + SAMPLE_RATE
         output = _SampleBuffer(min(claimed, FIRST_BUFFER_SAMPLES))
         decoded = 0
@@ -385,7 +389,8 @@ class _ChannelKeeper:
 
 class _SampleBuffer:
     """A float32 array filled chunk by chunk, sized from the header's duration estimate (capped),
-    so a long file is held once rather than as a list of chunks plus their concatenation."""
+    so a long file is held once rather than as a list of chunks plus their concatenation.
+    A large np.empty is mapped lazily: only the pages written take memory."""
 
     def __init__(self, capacity: int):
         self.data = np.empty(max(capacity, 1), dtype=np.float32)

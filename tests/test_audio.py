@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -227,26 +230,33 @@ def test_the_library_ignores_the_environment(monkeypatch):
     assert AudioLimits() == AudioLimits(max_file_bytes=1024 * 2**20, max_duration_s=3 * 3600.0)
 
 
-def test_a_crafted_header_cannot_make_the_decoder_allocate_hundreds_of_mb(tmp_path):
-    """A 1 s WAV whose header claims 3 hours: the first buffer is capped, then grows as needed."""
-    import tracemalloc
+CLAIMED_HOURS_PROBE = """
+import resource, sys
+from emotion2vec_ui import CorruptAudioError, load_audio
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_audio(sys.argv[1])
+except CorruptAudioError as e:
+    print("refused:", e)
+print("grew_mb", (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
 
-    samples = (np.sin(np.arange(SAMPLE_RATE) * 0.05) * 8000).astype("<i2").tobytes()
-    claimed = 3 * 3600 * 2 * SAMPLE_RATE  # bytes of 3 hours of 16-bit mono
-    header = b"RIFF" + (36 + claimed).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-    header += (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + SAMPLE_RATE.to_bytes(4, "little")
-    header += (2 * SAMPLE_RATE).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-    header += b"data" + claimed.to_bytes(4, "little")
-    path = tmp_path / "claims_three_hours.wav"
-    path.write_bytes(header + samples)
-    tracemalloc.start()
-    try:
-        load_audio(path)
-    except CorruptAudioError:
-        pass  # the header promises more than is there: refused, which is fine
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MB allocated for a {path.stat().st_size} byte file"
+
+def test_a_crafted_header_cannot_make_the_decoder_take_hundreds_of_mb(tmp_path):
+    """A 1 s FLAC whose STREAMINFO claims 3 hours: refused as truncated, and the buffer sized from
+    the claim takes memory only where it was written (peak RSS of a fresh process)."""
+    path = tmp_path / "claims_three_hours.flac"
+    sf.write(path, (0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.05)).astype(np.float32), SAMPLE_RATE)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"  # STREAMINFO's total sample count: the low 36 bits of bytes 18-25
+    fields = int.from_bytes(data[18:26], "big")
+    fields = (fields & ~((1 << 36) - 1)) | (3 * 3600 * SAMPLE_RATE)
+    data[18:26] = fields.to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    run = subprocess.run([sys.executable, "-c", CLAIMED_HOURS_PROBE, str(path)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert "refused:" in run.stdout and "promises 10800.00 s but only 1.00 s" in run.stdout, run.stdout
+    assert float(run.stdout.split("grew_mb")[1]) < 100, run.stdout
 
 
 def test_a_tuple_must_be_one_array_and_its_rate(wav_clip):

@@ -190,9 +190,9 @@ def test_an_hour_in_frame_mode_stays_in_bounded_memory(tmp_path, tiny_checkpoint
     assert run.returncode == 0, run.stderr
     frames, peak_mb = map(int, run.stdout.split())
     assert frames == _frames(3600 * 16_000)
-    # The 16 kHz waveform alone is 230 MB and the decoder's growing buffer briefly holds an old and
-    # a new copy (measured 1060 MB alone, 1514 MB once inside the whole suite); a full-length
-    # attention over 180,000 frames would need over 100 GB.
+    # The 16 kHz waveform alone is 230 MB, held once: the decoder's buffer is sized from the header
+    # (measured 957 MB peak alone; 1060 when the buffer still grew by copying; 1514 once inside a
+    # whole suite run); a full-length attention over 180,000 frames would need over 100 GB.
     assert peak_mb < 2000, f"peak RSS {peak_mb} MB"
 
 
