@@ -136,11 +136,10 @@ def recognize_segments(
 
 
 def _names(given: list[str] | None, count: int, prefix: str, exact: bool, at_least: int = 0) -> list[str]:
-    """Speaker names: the given ones, then prefix1, prefix2, ... for any speaker beyond them."""
-    given = [str(name).strip() for name in given or []]
+    """Speaker names: the given ones (already through check_speaker_names), then prefix1,
+    prefix2, ... for any speaker beyond them; `exact`: exactly `count` names, if any."""
+    given = given or []
     if given and exact and len(given) != count:
         raise SpeakerOptionError(f"{len(given)} speaker names given for {count} speakers; give one name per speaker")
-    if len(set(given)) != len(given) or not all(given):
-        raise SpeakerOptionError(f"speaker names must be distinct and not empty, not {given}")
     total = max(count, at_least, len(given))
     return given + [f"{prefix}{i + 1}" for i in range(len(given), total)]

@@ -213,8 +213,9 @@ class EmotionResult:
             else:
                 runs.append([start, end, label])
         while True:  # ends: every pass but the last joins at least two runs
-            for run in runs:
-                run[2] = int(self.frame_scores[run[0] : run[1]].mean(axis=0).argmax())
+            means = [self.frame_scores[start:end].mean(axis=0) for start, end, _ in runs]  # (K,) each
+            for run, mean_scores in zip(runs, means):
+                run[2] = int(mean_scores.argmax())
             joined = runs[:1]
             for start, end, label in runs[1:]:
                 if joined[-1][2] == label:
@@ -226,8 +227,7 @@ class EmotionResult:
             runs = joined
         labels = self.labels
         segments = []
-        for start, end, top in runs:
-            mean_scores = self.frame_scores[start:end].mean(axis=0)
+        for (start, end, top), mean_scores in zip(runs, means):
             segments.append(
                 {
                     "start_s": round(start * FRAME_HOP_S, 3),
