@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import audioset  # noqa: E402
+import report  # noqa: E402
 
 from emotion2vec_ui.batch import run_batch  # noqa: E402
 
@@ -44,16 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs for the local Ray (default: all)")
     parser.add_argument("--cache", type=Path, default=BENCH / "cache", help="where the checkpoint and clips are kept")
     return parser.parse_args(argv)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def load_average() -> float:
@@ -96,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         best = {name: min(values) for name, values in times.items()}
         ray_row = run_ray(args, inputs, paths, Path(tmp)) if args.ray else None
 
-    print(f"Machine: {machine()}, device {args.device}; torch {torch.__version__} with {torch.get_num_threads()} threads; "
+    print(f"Machine: {report.cpu_name()}, {os.cpu_count()} cores, device {args.device}; "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"1-min load average {load_start:.1f} at start, {load_average():.1f} at end")
     print(f"Clips: {len(paths)} ({audio_s:.0f} s of audio, 1 to {args.clip_max_s:.0f} s each, mixed formats); "
           f"checkpoint {args.size} (random weights); best of {args.repeats}; model load {load_s:.1f} s\n")

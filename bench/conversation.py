@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 import time
@@ -28,6 +27,8 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
+
+import report  # noqa: E402
 
 SENTENCES = [
     "I have been waiting on hold for almost an hour",
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# Conversation benchmark: {info['duration_s'] / 60:.1f} min, two espeak-ng voices, "
           f"{info['speech_s'] / info['duration_s']:.0%} speech, {info['turns']} turns")
-    print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores; 1-min load average at start {load_at_start:.2f}; "
+    print(f"CPU: {report.cpu_name()}, {os.cpu_count()} cores; 1-min load average at start {load_at_start:.2f}; "
           f"checkpoint: {'tiny' if args.tiny else 'plus_large-size'} random weights; device cpu, fp32", flush=True)
     segment = run_child("segment", checkpoint, audio)
     run = segment["run_s"]
@@ -142,15 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"segment / frame time: {run / frame['run_s']:.2f}; 1-min load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -313,16 +313,30 @@ def load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
-def machine(probe: dict, load_at_start: float | None) -> str:
-    """'AMD EPYC, 2 cores (...), GPU: none, torch ..., funasr ..., Python ..., load average ...'."""
-    cpu = platform.processor() or "unknown CPU"
+def cpu_name() -> str:
+    """The CPU's model name with its family and model numbers, which tell generations apart
+    where a virtual machine shows only a brand: 'AMD EPYC (family 26, model 2)'."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+            for line in info:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def machine(probe: dict, load_at_start: float | None) -> str:
+    """'AMD EPYC (family 26, model 2), 2 cores (...), GPU: none, torch ..., funasr ..., Python ...,
+    load average ...'."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {cores} cores (hardware: {', '.join(probe['hardware_isa']) or 'no AVX2'}; torch kernels use "
+    return (f"{cpu_name()}, {cores} cores (hardware: {', '.join(probe['hardware_isa']) or 'no AVX2'}; torch kernels use "
             f"{probe['isa']}; CPU bf16: {'yes' if probe['cpu_bf16'] else 'no'}), "
             f"GPU: {probe['gpu'] or 'none'}, torch {probe['torch']}, funasr {probe['funasr']}, "
             f"onnxruntime {probe['onnxruntime'] or 'not installed'}, "
