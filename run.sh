@@ -13,7 +13,8 @@ install() {  # install requirement files once per content; re-runs are a hash ch
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     for file in "$@"; do "$VENV/bin/python" -m pip install --quiet -r "$file"; done
     "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
-    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+    # setuptools warns that a folder named like the package may shadow it: here that folder is the package.
+    PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
     touch "$stamp"
 }
 
