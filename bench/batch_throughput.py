@@ -45,10 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_average() -> float:
-    return os.getloadavg()[0]
-
-
 def timed(call) -> tuple[float, object]:
     started = time.perf_counter()
     value = call()
@@ -57,7 +53,7 @@ def timed(call) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    load_start = load_average()
+    load_start = report.load_average()
     inputs = audioset.prepare(args.cache, args.size, args.clips, args.clip_max_s, long_s=None)
     paths = [clip["path"] for clip in inputs["clips"]]
     audio_s = sum(clip["seconds"] for clip in inputs["clips"])
@@ -87,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Machine: {report.cpu_name()}, {os.cpu_count()} cores, device {args.device}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
-          f"1-min load average {load_start:.1f} at start, {load_average():.1f} at end")
+          f"1-min load average {load_start:.1f} at start, {report.load_average():.1f} at end")
     print(f"Clips: {len(paths)} ({audio_s:.0f} s of audio, 1 to {args.clip_max_s:.0f} s each, mixed formats); "
           f"checkpoint {args.size} (random weights); best of {args.repeats}; model load {load_s:.1f} s\n")
     print("| engine | wall s | audio s per s | files per s | vs predict_batch |")

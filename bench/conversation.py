@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from audioset import ensure_checkpoint
 
-    load_at_start = os.getloadavg()[0]
+    load_at_start = report.load_average()
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = ensure_checkpoint(args.cache_dir, "tiny" if args.tiny else "large")
     audio = args.cache_dir / f"conversation-{args.minutes:g}min.wav"
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           f"decoding and the rest {run - segment['total_s']:.1f} s", flush=True)
     frame = run_child("frame", checkpoint, audio)
     print(f"frame mode: {frame['run_s']:.1f} s for {frame['frames']} frames; peak RSS {frame['peak_rss_mb']:.0f} MB")
-    print(f"segment / frame time: {run / frame['run_s']:.2f}; 1-min load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"segment / frame time: {run / frame['run_s']:.2f}; 1-min load average at the end {report.load_average():.2f}")
     return 0
 
 
