@@ -74,9 +74,13 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
+            # 7-bit weights (reduce_range): without VNNI, ONNX Runtime's AVX2 kernel adds pairs
+            # of uint8 x int8 products in int16, which saturates with full-range weights (on an
+            # AVX2-only CPU: embedding cosine 0.9915 and top emotion changed on 1 of 16 clips,
+            # against 0.99987 and none with 7 bits, at the same speed).
             with _quiet_root_logger():  # it logs a pre-processing hint through the root logger
                 quantize_dynamic(str(fp32_path), str(folder / ENCODER_FILE), weight_type=QuantType.QInt8,
-                                 per_channel=True, op_types_to_quantize=["MatMul", "Gemm"])
+                                 per_channel=True, reduce_range=True, op_types_to_quantize=["MatMul", "Gemm"])
     _export_head(backend, folder / HEAD_FILE)
     manifest = {
         "format": FORMAT_VERSION,

@@ -76,6 +76,20 @@ def test_int8_export_stays_close(tiny_checkpoint, tiny_model, tmp_path):
         assert not np.allclose(ours, theirs, atol=TOLERANCE)  # it really is quantised
 
 
+def test_int8_export_has_7_bit_weights(tiny_checkpoint, tmp_path):
+    """Full-range int8 weights saturate ONNX Runtime's AVX2 (non-VNNI) kernel; 7 bits do not."""
+    import onnx
+    from onnx import numpy_helper
+
+    from emotion2vec_ui.onnx_export import export_onnx
+
+    folder = export_onnx(tmp_path / "tiny-int8", str(tiny_checkpoint), int8=True)
+    graph = onnx.load(str(folder / "encoder.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 def test_runs_without_torch_or_funasr(onnx_folder, wav_clip):
     script = (
         "import sys\n"
