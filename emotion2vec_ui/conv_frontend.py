@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .kernels import Linear, int8_linear
+from .kernels import Linear, in_place, int8_linear
 
 # How much the conv front end computes at a time: (one clip or the whole batch, frames).
 # On the CPU, 2 s of one clip keeps its 512-channel intermediates in cache (measured);
@@ -112,7 +112,7 @@ class ConvFrontEnd:
         """(B, n) samples -> (B, T_piece, D) projected features, time-major throughout."""
         x = samples[..., None]  # (B, n, 1)
         for step in self.steps:
-            x = step.act(step.norm(self.gemm(step.gemm, step.windows(x))))
+            x = in_place(step.act)(step.norm(self.gemm(step.gemm, step.windows(x))))
         for layer in self.projection:
             if isinstance(layer, torch.nn.LayerNorm):
                 x = layer(x)

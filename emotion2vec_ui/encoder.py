@@ -17,7 +17,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from .kernels import LayerLinear
+from .kernels import LayerLinear, in_place
 
 
 class TransformerEncoder:
@@ -95,7 +95,7 @@ class TransformerEncoder:
 
     def mlp(self, mlp, x: torch.Tensor) -> torch.Tensor:
         """funasr's (timm's) Mlp in eval mode: fc1, activation, norm, fc2 (dropouts are off)."""
-        return self.linear(mlp.fc2, mlp.norm(mlp.act(self.linear(mlp.fc1, x))))
+        return self.linear(mlp.fc2, mlp.norm(in_place(mlp.act)(self.linear(mlp.fc1, x))))
 
     def positions(self, x: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         """The grouped positional convolutions, re-zeroing padded frames after each layer.

@@ -100,6 +100,17 @@ def time_fp32_linears() -> tuple[float, float]:
     return best[onednn_linear], best[F.linear]
 
 
+def in_place(activation: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`activation` applied in place when it is the exact GELU (the model's), else as is.
+
+    For inputs nothing else holds: it spares a fresh tensor as large as a feed-forward's
+    widest output per call. The same result to the bit; on 2 AVX2 cores a clip set ran
+    about 2 % faster with int8 and 8-15 % with float32 (alternating runs)."""
+    if type(activation) is torch.nn.GELU and activation.approximate == "none":
+        return torch.ops.aten.gelu_
+    return activation
+
+
 def layer_linear(linear: Linear) -> LayerLinear:
     """`linear` applied to an nn.Linear's own weight and bias."""
     return lambda layer, x: linear(x, layer.weight, layer.bias)
