@@ -269,10 +269,12 @@ def without_local_paths(text: str, cache: Path) -> str:
 
 
 def command_line(argv: list[str]) -> str:
-    """How this run was started, with the script path relative to the repository."""
+    """How this run was started, with the script path relative to the repository and
+    absolute paths elsewhere (a cache, a results file) shown as PATH."""
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else Path(script.name)
-    return shlex.join(["python", str(shown), *argv])
+    args = ["PATH" if os.path.isabs(arg) and not Path(arg).resolve().is_relative_to(ROOT) else arg for arg in argv]
+    return shlex.join(["python", str(shown), *args])
 
 
 def main(argv: list[str] | None = None) -> int:

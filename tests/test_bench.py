@@ -34,6 +34,7 @@ def test_tiny_benchmark_prints_the_table(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
     assert "Machine:" in out and "Command: python bench/benchmark.py --tiny" in out
+    assert "--cache-dir PATH --results PATH" in out  # no machine's folders in the recorded command
     # The CPU's family and model numbers tell its generation where a virtual machine shows a brand only.
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists() and "cpu family" in cpuinfo.read_text():
