@@ -128,7 +128,6 @@ def test_float32_gemm_timing_measures_both():
     assert 0 < onednn_s < float("inf") and 0 < mkl_s < float("inf")
 
 
-
 def test_exact_gelu_runs_in_place_and_others_as_they_are():
     x = torch.randn(3, 7, 16)
     expected = torch.nn.functional.gelu(x)
@@ -136,6 +135,7 @@ def test_exact_gelu_runs_in_place_and_others_as_they_are():
     assert out.data_ptr() == x.data_ptr() and torch.equal(out, expected)
     for other in (torch.nn.GELU(approximate="tanh"), torch.nn.ReLU()):
         assert kernels.in_place(other) is other
+
 
 def test_mean_of_frame_logits_equals_utterance_logits(tiny_model):
     backend = tiny_model.backend
