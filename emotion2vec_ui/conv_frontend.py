@@ -10,6 +10,7 @@ input can be cut into short pieces that give exactly the whole-input result whil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -37,7 +38,7 @@ class ConvStep:
     kernel: int
     stride: int
     norm: torch.nn.Module  # over channels, the last axis
-    act: torch.nn.Module
+    act: Callable[[torch.Tensor], torch.Tensor]  # GELU in place (`in_place`)
 
     def windows(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, C) -> (B, L', kernel * C): frame i's window starts at frame i * stride."""
@@ -65,7 +66,8 @@ def time_major_conv_steps(encoder: torch.nn.Module) -> list[ConvStep] | None:
             gemm.weight.copy_(conv.weight.detach().permute(0, 2, 1).reshape(conv.out_channels, -1))
             if conv.bias is not None:
                 gemm.bias.copy_(conv.bias.detach())
-        steps.append(ConvStep(gemm.eval().requires_grad_(False), conv.kernel_size[0], conv.stride[0], norm[0], parts[3]))
+        steps.append(ConvStep(gemm.eval().requires_grad_(False), conv.kernel_size[0], conv.stride[0], norm[0],
+                              in_place(parts[3])))
     return steps
 
 
@@ -112,7 +114,7 @@ class ConvFrontEnd:
         """(B, n) samples -> (B, T_piece, D) projected features, time-major throughout."""
         x = samples[..., None]  # (B, n, 1)
         for step in self.steps:
-            x = in_place(step.act)(step.norm(self.gemm(step.gemm, step.windows(x))))
+            x = step.act(step.norm(self.gemm(step.gemm, step.windows(x))))
         for layer in self.projection:
             if isinstance(layer, torch.nn.LayerNorm):
                 x = layer(x)
