@@ -77,12 +77,11 @@ def prepare_onnx(job: dict) -> dict:
     """Export the checkpoint to ONNX (fp32 or int8) into the cache, again when the export
     code is newer than the cached export; returns {"folder"}."""
     from emotion2vec_ui import onnx_export
-    from emotion2vec_ui.onnx_export import MANIFEST, export_onnx
 
     folder = Path(job["folder"])
-    manifest = folder / MANIFEST  # written last
+    manifest = folder / onnx_export.MANIFEST  # written last
     if not manifest.is_file() or manifest.stat().st_mtime < Path(onnx_export.__file__).stat().st_mtime:
-        export_onnx(folder, job["checkpoint"], int8=job["precision"] == "int8")
+        onnx_export.export_onnx(folder, job["checkpoint"], int8=job["precision"] == "int8")
     return {"folder": str(folder)}
 
 
