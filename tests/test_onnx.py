@@ -29,6 +29,13 @@ def onnx_folder(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def onnx_int8_folder(tiny_checkpoint, tmp_path_factory):
+    from emotion2vec_ui.onnx_export import export_onnx
+
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "tiny-int8", str(tiny_checkpoint), int8=True)
+
+
+@pytest.fixture(scope="module")
 def onnx_model(onnx_folder):
     return load_model(onnx_folder, backend="onnx")
 
@@ -63,11 +70,8 @@ def test_predict_batch_equals_torch(onnx_model, tiny_model, granularity):
             np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=TOLERANCE)
 
 
-def test_int8_export_stays_close(tiny_checkpoint, tiny_model, tmp_path):
-    from emotion2vec_ui.onnx_export import export_onnx
-
-    folder = export_onnx(tmp_path / "tiny-int8", str(tiny_checkpoint), int8=True)
-    backend = load_onnx_backend(folder)
+def test_int8_export_stays_close(onnx_int8_folder, tiny_model):
+    backend = load_onnx_backend(onnx_int8_folder)
     assert backend.precision == "int8"
     waves = [tiny_model.backend.prepare(random_speechlike(s, seed=i)) for i, s in enumerate(LENGTHS_S[:3])]
     for ours, theirs in zip(backend.encode(waves), tiny_model.backend.encode(waves)):
@@ -76,15 +80,12 @@ def test_int8_export_stays_close(tiny_checkpoint, tiny_model, tmp_path):
         assert not np.allclose(ours, theirs, atol=TOLERANCE)  # it really is quantised
 
 
-def test_int8_export_has_7_bit_weights(tiny_checkpoint, tmp_path):
+def test_int8_export_has_7_bit_weights(onnx_int8_folder):
     """Full-range int8 weights saturate ONNX Runtime's AVX2 (non-VNNI) kernel; 7 bits do not."""
     import onnx
     from onnx import numpy_helper
 
-    from emotion2vec_ui.onnx_export import export_onnx
-
-    folder = export_onnx(tmp_path / "tiny-int8", str(tiny_checkpoint), int8=True)
-    graph = onnx.load(str(folder / "encoder.onnx")).graph
+    graph = onnx.load(str(onnx_int8_folder / "encoder.onnx")).graph
     weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert weights
     assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
