@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         best = {name: min(values) for name, values in times.items()}
         ray_row = run_ray(args, inputs, paths, Path(tmp)) if args.ray else None
 
-    print(f"Machine: {report.cpu_name()}, {os.cpu_count()} cores, device {args.device}; "
+    print(f"Machine: {report.cpu_name()}, {report.core_count()} cores, device {args.device}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
           f"1-min load average {load_start:.1f} at start, {report.load_average():.1f} at end")
     print(f"Clips: {len(paths)} ({audio_s:.0f} s of audio, 1 to {args.clip_max_s:.0f} s each, mixed formats); "

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.update(ISA_ENV.get(args.isa, {}))  # before the fork server imports torch
     started, load_at_start = time.perf_counter(), report.load_average()
-    cores = os.cpu_count() or 1
+    cores = report.core_count()
     if load_at_start is not None and load_at_start > 0.25 * cores:
         log(f"warning: the 1-min load average is {load_at_start:.1f} on {cores} cores; "
             "other work on this machine will distort the figures")

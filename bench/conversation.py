@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import resource
 import sys
 import time
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# Conversation benchmark: {info['duration_s'] / 60:.1f} min, two espeak-ng voices, "
           f"{info['speech_s'] / info['duration_s']:.0%} speech, {info['turns']} turns")
-    print(f"CPU: {report.cpu_name()}, {os.cpu_count()} cores; 1-min load average at start {load_at_start:.2f}; "
+    print(f"CPU: {report.cpu_name()}, {report.core_count()} cores; 1-min load average at start {load_at_start:.2f}; "
           f"checkpoint: {'tiny' if args.tiny else 'plus_large-size'} random weights; device cpu, fp32", flush=True)
     segment = run_child("segment", checkpoint, audio)
     run = segment["run_s"]

@@ -332,11 +332,15 @@ def cpu_name() -> str:
     return name
 
 
+def core_count() -> int:
+    """The cores this process may run on (its affinity), else all the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def machine(probe: dict, load_at_start: float | None) -> str:
     """'AMD EPYC (family 26, model 2), 2 cores (...), GPU: none, torch ..., funasr ..., Python ...,
     load average ...'."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu_name()}, {cores} cores (hardware: {', '.join(probe['hardware_isa']) or 'no AVX2'}; torch kernels use "
+    return (f"{cpu_name()}, {core_count()} cores (hardware: {', '.join(probe['hardware_isa']) or 'no AVX2'}; torch kernels use "
             f"{probe['isa']}; CPU bf16: {'yes' if probe['cpu_bf16'] else 'no'}), "
             f"GPU: {probe['gpu'] or 'none'}, torch {probe['torch']}, funasr {probe['funasr']}, "
             f"onnxruntime {probe['onnxruntime'] or 'not installed'}, "
