@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-mem-gb", type=float, default=16.0,
                         help="address-space cap of the reference's long-file child on CPU, GB (default 16, "
                         "at most 80%% of the machine's memory)")
+    parser.add_argument("--reference-threads", type=int,
+                        help="torch threads of the reference (funasr's ncpu; default: funasr's own default, 4, "
+                        "which MKL on Intel CPUs with fewer cores turns very slow)")
     parser.add_argument("--reference-timeout", type=float, default=900.0,
                         help="seconds the reference may spend on the long file (default 900)")
     parser.add_argument("--timeout", type=float, help="seconds any other child may run (default 3600; --tiny 300)")
@@ -148,8 +151,8 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
     """Every configuration on one device; returns the raw results, keyed by configuration."""
     clips = [clip["path"] for clip in inputs["clips"]]
     base = {"checkpoint": inputs["checkpoint"], "device": device, "single": inputs["single"],
-            "repeats": args.repeats, "warmup": inputs["single"]}
-    run = {"device": device, "clips": inputs["clips"], "short": {}, "long": {}}
+            "repeats": args.repeats, "warmup": inputs["single"], "reference_threads": args.reference_threads}
+    run = {"device": device, "clips": inputs["clips"], "short": {}, "long": {}, "reference_threads": args.reference_threads}
     run["reference"] = None if args.skip_reference else children.run(
         f"reference on {device}: start-up, 10 s clip, {len(clips)} clips one at a time",
         {**base, "kind": "reference_short", "clips": clips}, args.timeout)

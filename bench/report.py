@@ -240,12 +240,21 @@ def drift_rows(label: str, drift: dict) -> list[Row]:
     ]
 
 
+def reference_threads(run: dict) -> str:
+    """', reference 4 (funasr's default ncpu ...)': how many threads the reference ran and why."""
+    count = run["reference"].get("threads")
+    if run.get("reference_threads"):
+        return f", reference {count} (set by --reference-threads)"
+    oversubscribed = (f"; more than the {core_count()} cores, which on an Intel CPU made MKL's larger float32 products "
+                      "many times slower: --reference-threads sets them") if count and count > core_count() else ""
+    return f", reference {count} (funasr's default ncpu{oversubscribed})"
+
+
 def notes(run: dict) -> list[str]:
     """Lines under a device's table: threads used, failed configurations, reference read errors."""
     threads = {label: r.get("threads") for label, r in run["short"].items()}
     reference = run["reference"]
-    lines = [f"torch CPU threads: project {threads.get('default')}"
-             + (f", reference {reference.get('threads')} (funasr's default ncpu)" if reference else "")]
+    lines = [f"torch CPU threads: project {threads.get('default')}" + (reference_threads(run) if reference else "")]
     gemm = run["short"].get("default", {}).get("fp32_gemm")
     if gemm:
         lines.append(f"project float32 linear layers: {gemm} (timed against the other at load)")
@@ -341,7 +350,7 @@ def machine(probe: dict, load_at_start: float | None) -> str:
     """'AMD EPYC (family 26, model 2), 2 cores (...), GPU: none, torch ..., funasr ..., Python ...,
     load average ...'."""
     return (f"{cpu_name()}, {core_count()} cores (hardware: {', '.join(probe['hardware_isa']) or 'no AVX2'}; torch kernels use "
-            f"{probe['isa']}; CPU bf16: {'yes' if probe['cpu_bf16'] else 'no'}), "
+            f"{probe['isa']}, int8 on {probe['int8_engine']}; CPU bf16: {'yes' if probe['cpu_bf16'] else 'no'}), "
             f"GPU: {probe['gpu'] or 'none'}, torch {probe['torch']}, funasr {probe['funasr']}, "
             f"onnxruntime {probe['onnxruntime'] or 'not installed'}, "
             f"Python {platform.python_version()}, 1-min load average {_load(load_at_start)} at start, "

@@ -43,16 +43,18 @@ def describe_error(error: BaseException) -> str:
 
 def probe(job: dict) -> dict:
     """What this machine offers: torch and funasr versions, CUDA GPU, CPU bf16 support, the
-    ISA torch's kernels use (after any emulation) and the CPU's own vector extensions."""
+    ISA torch's kernels use (after any emulation), the engine of its int8 layers and the
+    CPU's own vector extensions."""
     import funasr
     import torch
 
-    from emotion2vec_ui.kernels import _cpu_flags, cpu_isa
+    from emotion2vec_ui.kernels import _cpu_flags, cpu_isa, int8_engine
 
     flags = _cpu_flags()
     cuda = torch.cuda.is_available()
     return {
         "isa": cpu_isa(),
+        "int8_engine": int8_engine(),
         "hardware_isa": [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("AVX512-VNNI", "avx512_vnni"),
                                                   ("AVX512-BF16", "avx512_bf16"), ("AMX", "amx_tile")) if flag in flags],
         "onnxruntime": _onnxruntime_version(),
@@ -142,7 +144,7 @@ def reference_short(job: dict) -> dict:
     Returns load_s, first_s, steady_s (list), per_clip (list of {wall_s, scores, labels} or {error}).
     """
     device = job["device"]
-    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
+    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device, job.get("reference_threads")))
     first_s, _ = timed(device, lambda: reference_generate(ref, job["single"]))
     steady = [timed(device, lambda: reference_generate(ref, job["single"]))[0] for _ in range(job["repeats"])]
     return {"load_s": load_s, "first_s": first_s, "steady_s": steady,
@@ -155,7 +157,7 @@ def reference_clips(job: dict) -> dict:
     Returns per_clip as reference_short does.
     """
     device = job["device"]
-    ref = build_reference(job["checkpoint"], device)
+    ref = build_reference(job["checkpoint"], device, job.get("reference_threads"))
     reference_generate(ref, job["single"])
     return {"per_clip": _reference_clip_set(ref, device, job["clips"])}
 
@@ -203,7 +205,7 @@ def reference_long(job: dict) -> dict:
     the attempt ran. Returns load_s, wall_s, frames, or error and error_after_s.
     """
     device = job["device"]
-    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device))
+    load_s, ref = timed(device, lambda: build_reference(job["checkpoint"], device, job.get("reference_threads")))
     reference_generate(ref, job["warmup"])
     if device == "cpu" and job.get("mem_cap_bytes"):
         cap = int(job["mem_cap_bytes"])
@@ -233,14 +235,15 @@ JOBS = {
 # -- the reference ------------------------------------------------------------------------
 
 
-def build_reference(folder: str, device: str):
-    """funasr's AutoModel on `folder` with its defaults (no ncpu: the original does not pass it)."""
+def build_reference(folder: str, device: str, threads: int | None = None):
+    """funasr's AutoModel on `folder` with its defaults (no ncpu: the original does not pass
+    it), or with `threads` as its ncpu when given."""
     from emotion2vec_ui.model import contained_funasr
 
     with contained_funasr():
         from funasr import AutoModel
 
-        return AutoModel(model=folder, disable_update=True, device=device)
+        return AutoModel(model=folder, disable_update=True, device=device, **({"ncpu": threads} if threads else {}))
 
 
 def reference_generate(ref, path: str, granularity: str = "utterance") -> dict:

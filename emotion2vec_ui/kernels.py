@@ -4,14 +4,15 @@ torch's default float32 matmul goes through MKL, which takes its AVX-512 code on
 Intel processors; oneDNN's inner product (also in torch) uses AVX-512 on any vendor and
 was faster on the AMD CPUs measured with AVX-512 and with AVX2 (bench/RESULTS.md). Which
 is faster on a given CPU is a measurement, not a rule, so the load times both on one of
-the model's layer sizes and keeps oneDNN unless MKL is clearly faster. int8 uses
-fbgemm's dynamically quantised linear layers (per-channel int8 weights, activations
-quantised per call).
+the model's layer sizes and keeps oneDNN unless MKL is clearly faster. int8 uses torch's
+dynamically quantised linear layers (per-channel int8 weights, activations quantised per
+call) on oneDNN's AMX kernels where the CPU has AMX, else on fbgemm's.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -117,8 +118,8 @@ def layer_linear(linear: Linear) -> LayerLinear:
 
 
 def int8_linear(layer: torch.nn.Linear) -> torch.nn.Module:
-    """`layer` as fbgemm's dynamically quantised int8 linear: weights int8 per output
-    channel, activations quantised per call from their own range."""
+    """`layer` as torch's dynamically quantised int8 linear (`int8_engine()`'s kernels):
+    weights int8 per output channel, activations quantised per call from their own range."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
@@ -130,8 +131,29 @@ def int8_linear(layer: torch.nn.Linear) -> torch.nn.Module:
 
 
 def use_int8_engine() -> None:
-    """fbgemm (x86) for torch's quantised kernels where this build has it, else qnnpack."""
-    torch.backends.quantized.engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "qnnpack"
+    """Make `int8_engine()` torch's engine for the quantised layers built next (a layer
+    keeps the kernels it was packed for)."""
+    torch.backends.quantized.engine = int8_engine()
+
+
+def int8_engine() -> str:
+    """torch's quantised-kernel engine for int8 linears on this CPU: oneDNN where its int8
+    products run on AMX tiles (`onednn_has_amx`), else fbgemm, else qnnpack.
+
+    On 2 Intel Xeon cores with AMX, oneDNN's product ran the model's layer sizes at
+    1,100-1,300 GOP/s against fbgemm's 480-600 (AVX512-VNNI); with oneDNN capped below
+    AMX it ran at about fbgemm's speed with AVX512-VNNI and a third of it with AVX2."""
+    engines = torch.backends.quantized.supported_engines
+    if "onednn" in engines and onednn_has_amx():
+        return "onednn"
+    return "fbgemm" if "fbgemm" in engines else "qnnpack"
+
+
+def onednn_has_amx() -> bool:
+    """Whether oneDNN may use AMX int8 tiles here: the CPU has them, torch's kernels use
+    AVX-512 (`cpu_isa`), and no ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA caps oneDNN below AMX."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
+    return cpu_isa() == "AMX" and "amx_int8" in _cpu_flags() and (cap.upper() == "ALL" or "AMX" in cap.upper())
 
 
 def quantize_linears_int8(modules: list[torch.nn.Module]) -> LayerLinear:

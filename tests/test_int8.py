@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotion2vec_ui import load_model
+from emotion2vec_ui import kernels, load_model
 from emotion2vec_ui.errors import ModelLoadError
 
 from .conftest import random_speechlike
@@ -52,3 +52,44 @@ def test_int8_is_cpu_only(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(ModelLoadError, match="CPU only"):
         load_model(tiny_checkpoint, device="cuda", precision="int8")
+
+
+AMX_FLAGS = {"avx512f", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8"}
+
+
+@pytest.mark.parametrize("flags, capability, onednn_cap, engine", [
+    (AMX_FLAGS, "AVX512", None, "onednn"),
+    (AMX_FLAGS, "AVX512", "avx512_core_amx", "onednn"),
+    (AMX_FLAGS, "AVX512", "AVX512_CORE_VNNI", "fbgemm"),  # oneDNN capped below AMX
+    (AMX_FLAGS, "AVX2", None, "fbgemm"),  # torch's kernels limited to AVX2 (ATEN_CPU_CAPABILITY)
+    ({"avx512f", "avx512_vnni"}, "AVX512", None, "fbgemm"),
+    ({"avx2"}, "AVX2", None, "fbgemm"),
+])
+def test_int8_runs_on_onednn_only_where_it_has_amx(monkeypatch, flags, capability, onednn_cap, engine):
+    if "onednn" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no oneDNN quantised engine")
+    monkeypatch.setattr(kernels, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if onednn_cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert kernels.int8_engine() == engine
+
+
+def test_onednn_int8_model_agrees_with_fbgemm(tiny_checkpoint, monkeypatch):
+    """The int8 model packed for oneDNN's kernels (AMX CPUs) gives fbgemm's results, on any x86 CPU."""
+    engines = torch.backends.quantized.supported_engines
+    if not {"onednn", "fbgemm"} <= set(engines):
+        pytest.skip(f"this torch build lacks oneDNN or fbgemm quantised engines: {engines}")
+    monkeypatch.setattr(torch.backends.quantized, "engine", torch.backends.quantized.engine)  # restored after
+    models = {}
+    for engine in ("onednn", "fbgemm"):
+        monkeypatch.setattr(kernels, "int8_engine", lambda engine=engine: engine)
+        models[engine] = load_model(tiny_checkpoint, device="cpu", precision="int8")
+        assert torch.backends.quantized.engine == engine  # the layers were packed for its kernels
+    clips = [(random_speechlike(s, seed=40 + i), 16_000) for i, s in enumerate((2.0, 0.7))]
+    for a, b in zip(*(model.predict_batch(clips, granularity="frame", embedding=True) for model in models.values())):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-3, rtol=1e-3)
+        np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=1e-3)
