@@ -141,8 +141,8 @@ def int8_engine() -> str:
     products run on AMX tiles (`onednn_has_amx`), else fbgemm, else qnnpack.
 
     On 2 Intel Xeon cores with AMX, oneDNN's product ran the model's layer sizes at
-    1,100-1,300 GOP/s against fbgemm's 480-600 (AVX512-VNNI); with oneDNN capped below
-    AMX it ran at about fbgemm's speed with AVX512-VNNI and a third of it with AVX2."""
+    555-785 GOP/s against fbgemm's 329-397 (AVX512-VNNI); capped below AMX it ran at about
+    fbgemm's speed, with AVX512-VNNI and with AVX2, so fbgemm stays the engine there."""
     engines = torch.backends.quantized.supported_engines
     if "onednn" in engines and onednn_has_amx():
         return "onednn"
