@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,12 +110,16 @@ def test_linear_layers_match_torch(precision):
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-@pytest.mark.parametrize(("onednn_s", "mkl_s", "picked"), [
-    (0.020, 0.030, onednn_linear),  # oneDNN faster: oneDNN
-    (0.020, 0.019, onednn_linear),  # MKL faster, but within the margin: oneDNN
-    (0.030, 0.020, torch.nn.functional.linear),  # MKL clearly faster: MKL
+@pytest.mark.parametrize(("intel", "onednn_s", "mkl_s", "picked"), [
+    (False, 0.020, 0.030, onednn_linear),  # oneDNN faster: oneDNN
+    (False, 0.020, 0.019, onednn_linear),  # MKL faster, but within the margin: oneDNN
+    (False, 0.030, 0.020, torch.nn.functional.linear),  # MKL clearly faster: MKL
+    (True, 0.030, 0.020, torch.nn.functional.linear),  # on Intel, MKL faster: MKL
+    (True, 0.019, 0.020, torch.nn.functional.linear),  # oneDNN faster, but within the margin: MKL
+    (True, 0.015, 0.020, onednn_linear),  # oneDNN clearly faster: oneDNN
 ])
-def test_float32_gemm_is_picked_by_timing(monkeypatch, onednn_s, mkl_s, picked):
+def test_float32_gemm_is_picked_by_timing(monkeypatch, intel, onednn_s, mkl_s, picked):
+    monkeypatch.setattr(kernels, "cpu_is_intel", lambda: intel)
     monkeypatch.setattr(kernels, "time_fp32_linears", lambda: (onednn_s, mkl_s))
     kernels.cpu_fp32_linear.cache_clear()  # decided once per process: decide again here
     try:
@@ -305,3 +310,14 @@ def test_window_longer_than_the_maximum_is_refused(tiny_model):
     Recognizer(tiny_model.backend, window_s=MAX_WINDOW_S)  # the maximum itself is fine
     with pytest.raises(WindowTooLongError, match="cut it into windows"):
         tiny_model.backend.encode([np.zeros(int((MAX_WINDOW_S + 1) * 16_000), dtype=np.float32)])
+
+
+def test_cpu_vendor_and_flags_are_read_from_cpuinfo():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "vendor_id" not in cpuinfo.read_text():
+        pytest.skip("no /proc/cpuinfo with a vendor_id here")
+    text = cpuinfo.read_text()
+    vendor = kernels._cpuinfo_field("vendor_id")
+    assert vendor and f"vendor_id\t: {vendor}\n" in text
+    assert kernels.cpu_is_intel() == (vendor == "GenuineIntel")
+    assert kernels._cpu_flags() and kernels._cpu_flags() <= set(text.split())
