@@ -5,9 +5,9 @@ Intel processors; oneDNN's inner product (also in torch) uses AVX-512 on any ven
 was faster on the AMD CPUs measured with AVX-512 and with AVX2 (bench/RESULTS.md). Which
 is faster on a given CPU is a measurement, not a rule, so the load times both on one of
 the model's layer sizes and keeps the vendor's own (MKL on Intel, oneDNN elsewhere) unless
-the other is clearly faster. int8 uses torch's
-dynamically quantised linear layers (per-channel int8 weights, activations quantised per
-call) on oneDNN's AMX kernels where the CPU has AMX, else on fbgemm's.
+the other is clearly faster. int8 uses torch's dynamically quantised linear layers
+(per-channel int8 weights, activations quantised per call) on oneDNN's AMX kernels where
+the CPU has AMX, else on fbgemm's.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def cpu_fp32_linear() -> Linear:
     each vendor's own library unless the other is clearly (MARGIN) faster. On Intel CPUs
     torch's F.linear (MKL), elsewhere oneDNN's inner product (where this build has it and it
     agrees with F.linear). On 2 Intel Xeon cores (AMX) the two were within 0-11 % of each
-    other on the model's layer sizes and MKL ran clip sets 5-18 % faster; on AMD EPYC
-    oneDNN ran them about twice as fast as MKL."""
+    other on the model's layer sizes and MKL ran clip sets 1-22 % faster; on AMD EPYC (Zen 4)
+    oneDNN ran the layer sizes about twice as fast as MKL."""
     if not torch.backends.mkldnn.is_available():
         return F.linear
     x, weight, bias = torch.randn(2, 3, 64), torch.randn(32, 64), torch.randn(32)
