@@ -42,22 +42,25 @@ def cpu_isa() -> str:
 
 
 def _cpu_flags() -> set[str]:
-    return set(_cpuinfo_field("flags").split())
+    return set(_cpuinfo().get("flags", "").split())
 
 
 def cpu_is_intel() -> bool:
     """Whether /proc/cpuinfo names an Intel CPU (MKL takes its widest code only there)."""
-    return _cpuinfo_field("vendor_id") == "GenuineIntel"
+    return _cpuinfo().get("vendor_id") == "GenuineIntel"
 
 
-def _cpuinfo_field(name: str) -> str:
-    """The first value of `name` in /proc/cpuinfo, or "" where there is none."""
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where there is none), read once:
+    every int8 layer built asks for them."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
-            line = next((line for line in info if line.split(":", 1)[0].strip() == name), "")
+            text = info.read().split("\n\n", 1)[0]
     except OSError:
-        return ""
-    return line.split(":", 1)[-1].strip()
+        return {}
+    fields = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {name.strip(): value.strip() for name, value in fields}
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -317,7 +317,7 @@ def test_cpu_vendor_and_flags_are_read_from_cpuinfo():
     if not cpuinfo.exists() or "vendor_id" not in cpuinfo.read_text():
         pytest.skip("no /proc/cpuinfo with a vendor_id here")
     text = cpuinfo.read_text()
-    vendor = kernels._cpuinfo_field("vendor_id")
+    vendor = kernels._cpuinfo()["vendor_id"]
     assert vendor and f"vendor_id\t: {vendor}\n" in text
     assert kernels.cpu_is_intel() == (vendor == "GenuineIntel")
     assert kernels._cpu_flags() and kernels._cpu_flags() <= set(text.split())
