@@ -97,10 +97,9 @@ def cpu_fp32_linear() -> Linear:
         return F.linear
     if not agrees:
         return F.linear
-    onednn_s, mkl_s = time_fp32_linears()
-    if cpu_is_intel():
-        return onednn_linear if onednn_s * MARGIN < mkl_s else F.linear
-    return F.linear if mkl_s * MARGIN < onednn_s else onednn_linear
+    seconds = dict(zip((onednn_linear, F.linear), time_fp32_linears()))
+    native, other = (F.linear, onednn_linear) if cpu_is_intel() else (onednn_linear, F.linear)
+    return other if seconds[other] * MARGIN < seconds[native] else native
 
 
 def time_fp32_linears() -> tuple[float, float]:
