@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def _load_weights() -> dict:
             if spec is None or not spec.submodule_search_locations:
                 raise ImportError("Segment mode needs the silero-vad package: pip install silero-vad==6.2.3")
             path = Path(spec.submodule_search_locations[0]) / "data" / SILERO_FILE
-            state = torch.jit.load(str(path), map_location="cpu")._model.state_dict()
+            with warnings.catch_warnings():  # torch marks TorchScript loading deprecated; only tensors are read
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state = torch.jit.load(str(path), map_location="cpu")._model.state_dict()
             _weights = {"stft": state["stft.forward_basis_buffer"],
                         "out.weight": state["decoder.decoder.2.weight"], "out.bias": state["decoder.decoder.2.bias"]}
             for i in range(len(CONV_STRIDES)):

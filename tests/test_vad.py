@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,18 @@ def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         VadSettings(**bad)
 
+
+def test_weights_load_without_warnings(monkeypatch):
+    """Reading the packaged network's tensors prints nothing (torch flags TorchScript loading
+    as deprecated; the file is only read for its tensors)."""
+    from emotion2vec_ui import vad
+
+    monkeypatch.setattr(vad, "_weights", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        weights = vad._load_weights()
+    assert "lstm" in weights
+    assert [str(w.message) for w in caught] == []
 
 
 def test_probabilities_equal_the_packaged_model():
