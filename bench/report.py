@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -66,6 +66,11 @@ def factor(value: float | None) -> str:
 
 def status(met: bool | None) -> str:
     return "–" if met is None else ("met" if met else "NOT MET")
+
+
+def ungraded(rows: list[Row]) -> list[Row]:
+    """`rows` with their status cleared (targets kept, for reading)."""
+    return [replace(row, status="–" if row.status else "") for row in rows]
 
 
 def divide(a: float | None, b: float | None) -> float | None:

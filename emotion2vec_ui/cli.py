@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # the reader of stdout went away (`... --json | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "build-checkpoint":
@@ -138,9 +146,9 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
             failed += 1
             message = {"input": rec.name, "error": str(rec.error), "error_type": type(rec.error).__name__}
             print(json.dumps(message, ensure_ascii=False) if args.json else f"{rec.name}\tERROR\t{rec.error}",
-                  file=sys.stdout if args.json else sys.stderr)
+                  file=sys.stdout if args.json else sys.stderr, flush=True)
             continue
-        print(_format(rec, folder, args.json))
+        print(_format(rec, folder, args.json), flush=True)  # a line per file as it finishes, also into a pipe
     return 1 if failed else 0
 
 

@@ -18,6 +18,17 @@ from .backend_common import BackendBase, FrameGeometry
 from .errors import ModelLoadError
 
 FORMAT_VERSION = 1
+# Manifest fields and how each is read (a malformed value raises TypeError or ValueError).
+MANIFEST_FIELDS = {
+    "name": str,
+    "labels": lambda labels: [str(label) for label in labels],
+    "conv_layers": lambda layers: tuple((int(kernel), int(stride)) for kernel, stride in layers),
+    "normalize": bool,
+    "embed_dim": int,
+    "precision": str,
+    "encoder": str,
+    "head": str,
+}
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
@@ -49,10 +60,10 @@ class OnnxBackend(BackendBase):
         self.name = manifest["name"]
         self.device = device
         self.precision = manifest["precision"]
-        self.labels = list(manifest["labels"])
-        self.geometry = FrameGeometry(tuple((int(k), int(s)) for k, s in manifest["conv_layers"]))
-        self.normalize_input = bool(manifest["normalize"])
-        self._embed_dim = int(manifest["embed_dim"])
+        self.labels = manifest["labels"]
+        self.geometry = FrameGeometry(manifest["conv_layers"])
+        self.normalize_input = manifest["normalize"]
+        self._embed_dim = manifest["embed_dim"]
 
     @property
     def embed_dim(self) -> int:
@@ -91,11 +102,23 @@ def _read_manifest(folder: Path) -> dict:
     if not path.is_file():
         raise ModelLoadError(f"{folder} holds no {MANIFEST}: it is not an exported ONNX folder. "
                              "Write one with python -m emotion2vec_ui export-onnx DIR --model CHECKPOINT.")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    again = "Export the model again with python -m emotion2vec_ui export-onnx DIR --model CHECKPOINT."
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path} cannot be read as JSON ({e}). {again}") from e
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{path} is not an export manifest (a JSON object). {again}")
     if manifest.get("format") != FORMAT_VERSION:
-        raise ModelLoadError(f"{path}: format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}; "
-                             "export the model again.")
-    return manifest
+        raise ModelLoadError(f"{path}: format {manifest.get('format')!r}, this version reads {FORMAT_VERSION}. {again}")
+    missing = [key for key in MANIFEST_FIELDS if key not in manifest]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {', '.join(missing)}. {again}")
+    try:
+        fields = {key: parse(manifest[key]) for key, parse in MANIFEST_FIELDS.items()}
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{path} has a malformed field ({e}). {again}") from e
+    return fields
 
 
 def _cpu_threads() -> int:

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from .backend_common import ONNX_MANIFEST as MANIFEST
 from .encoder import TransformerEncoder
+from .errors import ModelLoadError, OutputWriteError
 from .kernels import layer_linear
 from .model import load_backend
 
@@ -56,10 +58,49 @@ class _EncoderGraph(torch.nn.Module):
 
 def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | None = None,
                 int8: bool = False) -> Path:
-    """Write encoder.onnx, head.onnx and the manifest for `model` into `folder`; returns it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write encoder.onnx, head.onnx and the manifest for `model` into `folder`; returns it.
+
+    `folder` must be new or empty (OutputWriteError otherwise: nothing is overwritten). The
+    files are written into a hidden folder beside it and renamed into place when all are
+    done, so a failed export leaves no partial folder.
+    """
+    folder = Path(folder).expanduser()
+    _check_target(folder)
+    if model is not None and (Path(model).expanduser() / MANIFEST).is_file():
+        raise ModelLoadError(f"{model} is already an exported ONNX folder; export-onnx reads a checkpoint "
+                             "(a model folder or hub id) given with --model.")
     backend = load_backend(model, hub, device="cpu", precision="fp32")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    except OSError as e:
+        raise OutputWriteError(f"cannot create {folder}: {e.strerror or e}.") from e
+    try:
+        _write_export(backend, staging, int8)
+        _check_target(folder)  # still new or empty after the minutes the export took
+        if folder.is_dir():
+            folder.rmdir()
+        staging.rename(folder)
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        raise OutputWriteError(f"cannot write the export to {folder}: {e.strerror or e}.") from e
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _check_target(folder: Path) -> None:
+    """OutputWriteError unless `folder` is new or an empty folder."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputWriteError(f"{folder} is a file; give a new folder for the export.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputWriteError(f"{folder} is not empty; export into a new or empty folder, so that nothing "
+                               "in it (an earlier export, say) is overwritten.")
+
+
+def _write_export(backend, folder: Path, int8: bool) -> None:
+    """The export's three files into the existing folder `folder`."""
     geometry = backend.geometry
     example_frames = 60  # any length: the axes are dynamic
     samples = (example_frames - 1) * geometry.hop + geometry.receptive_field
@@ -96,7 +137,6 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
         "torch": torch.__version__,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return folder
 
 
 def _export_head(backend, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -112,6 +113,21 @@ def test_module_entry_point(tmp_path, tiny_checkpoint, wav_clip):
     name, emotion, confidence, display, duration, folder = run.stdout.strip().split("\t")
     assert name == str(wav_clip) and 0 < float(confidence) <= 1 and duration == "3.00s"
     assert (tmp_path / folder.split("/")[-1] / "result.json").is_file()
+
+
+def test_reader_that_went_away_ends_quietly(tmp_path, tiny_checkpoint, wav_clip):
+    """`predict --json | head -1`: once the pipe's reader is gone, the command stops without a traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first result line
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "emotion2vec_ui", "predict", str(wav_clip), str(wav_clip), "--json",
+             "--model", str(tiny_checkpoint), "--device", "cpu", "--no-save"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141 and run.stderr.strip() == "", run.stderr
 
 
 def test_progress_bar_draws_on_stderr(capsys):

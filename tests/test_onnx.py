@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -132,3 +133,60 @@ def test_options_that_do_not_fit_the_onnx_backend_are_refused(onnx_folder, tiny_
 def test_unknown_backend(onnx_folder):
     with pytest.raises(ModelLoadError, match="unknown backend 'tensorrt'"):
         load_model(onnx_folder, backend="tensorrt")
+
+
+def test_export_never_overwrites(onnx_folder, tiny_checkpoint, tmp_path, capsys):
+    """A folder with anything in it, a file, or an earlier export is refused and left as it was."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "head.onnx").write_text("my own file")
+    as_file = tmp_path / "notes.txt"
+    as_file.write_text("notes")
+    before = {p.name: p.read_bytes() for p in onnx_folder.iterdir()}
+    for target, message in ((mine, "is not empty"), (as_file, "is a file"), (onnx_folder, "is not empty")):
+        assert main(["export-onnx", str(target), "--model", str(tiny_checkpoint)]) == 2
+        assert message in capsys.readouterr().err
+    assert (mine / "head.onnx").read_text() == "my own file" and as_file.read_text() == "notes"
+    assert {p.name: p.read_bytes() for p in onnx_folder.iterdir()} == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export-onnx", str(empty), "--model", str(tiny_checkpoint)]) == 0
+    assert sorted(p.name for p in empty.iterdir()) == sorted(["encoder.onnx", "head.onnx", MANIFEST])
+
+
+def test_failed_export_leaves_nothing(onnx_folder, tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    from emotion2vec_ui import onnx_export
+
+    target = tmp_path / "out" / "export"
+    assert main(["export-onnx", str(target), "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "neither a model folder nor a hub id" in capsys.readouterr().err
+    assert main(["export-onnx", str(target), "--model", str(onnx_folder)]) == 2
+    assert "already an exported ONNX folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx_export, "_export_head", disk_full)
+    with pytest.raises(OSError, match="cannot write the export .*No space left on device"):
+        onnx_export.export_onnx(target, str(tiny_checkpoint))
+    assert list((tmp_path / "out").iterdir()) == []  # neither the export nor its staging folder
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: "{not json", "cannot be read as JSON"),
+    (lambda m: json.dumps([1, 2]), "not an export manifest"),
+    (lambda m: json.dumps({k: v for k, v in m.items() if k != "encoder"}), "lacks encoder"),
+    (lambda m: json.dumps({**m, "conv_layers": [[10]]}), "malformed field"),
+    (lambda m: json.dumps({**m, "format": 99}), "format 99"),
+])
+def test_damaged_manifest_is_named(onnx_folder, tmp_path, capsys, damage, message):
+    folder = tmp_path / "copy"
+    shutil.copytree(onnx_folder, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(damage(manifest))
+    with pytest.raises(ModelLoadError, match=message):
+        load_onnx_backend(folder)
+    assert main(["predict", "x.wav", "--backend", "onnx", "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
