@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -72,7 +73,8 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
     backend = load_backend(model, hub, device="cpu", precision="fp32")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        staging = folder.parent / f".{folder.name}.partial-{secrets.token_hex(4)}"
+        staging.mkdir()  # the usual permissions (a temporary folder's would be owner-only)
     except OSError as e:
         raise OutputWriteError(f"cannot create {folder}: {e.strerror or e}.") from e
     try:

@@ -190,3 +190,10 @@ def test_damaged_manifest_is_named(onnx_folder, tmp_path, capsys, damage, messag
     assert main(["predict", "x.wav", "--backend", "onnx", "--model", str(folder)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_export_folder_has_the_usual_permissions(onnx_folder, tmp_path):
+    """Readable by others as any new folder is (under the umask), not owner-only like a temporary folder."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    assert onnx_folder.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
