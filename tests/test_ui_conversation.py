@@ -332,7 +332,7 @@ def test_the_readme_cli_examples_run(readme_folder, tiny_checkpoint):
     outputs = []
     for command in readme_blocks("bash")[0].strip().splitlines():
         argv = shlex.split(command)
-        assert argv[:3] == ["python", "-m", "emotion2vec_ui"]
+        assert argv[:3] == [".venv/bin/python", "-m", "emotion2vec_ui"]  # run here with this test's Python
         run = subprocess.run([sys.executable, *argv[1:]], cwd=readme_folder, env=env, capture_output=True,
                              text=True, timeout=300)
         assert run.returncode == 0, run.stderr
