@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import OutputWriteError
+from .outputs import check_new_or_empty
 
 SIZES = ("tiny", "large")
 TEMPLATE = resources.files("emotion2vec_ui") / "checkpoint_files"
@@ -69,11 +70,7 @@ def build_checkpoint(
     if size not in SIZES:
         raise ValueError(f"unknown checkpoint size {size!r}; use one of {', '.join(SIZES)}")
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise OutputWriteError(f"{folder} is a file; give a new folder for the random-weight checkpoint.")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise OutputWriteError(f"{folder} is not empty; a random-weight checkpoint goes into a new or empty "
-                               "folder, so that nothing in it (a downloaded model, say) is overwritten.")
+    check_new_or_empty(folder, "the random-weight checkpoint", "a downloaded model")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

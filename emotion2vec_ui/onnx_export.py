@@ -35,11 +35,13 @@ from .encoder import TransformerEncoder
 from .errors import ModelLoadError, OutputWriteError
 from .kernels import layer_linear
 from .model import load_backend
+from .outputs import check_new_or_empty
 
 ENCODER_FILE = "encoder.onnx"
 HEAD_FILE = "head.onnx"
 OPSET = 17  # LayerNormalization is a single op from opset 17
 FORMAT_VERSION = 1
+TARGET = ("the export", "an earlier export")  # for check_new_or_empty
 
 
 class _EncoderGraph(torch.nn.Module):
@@ -66,7 +68,7 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
     done, so a failed export leaves no partial folder.
     """
     folder = Path(folder).expanduser()
-    _check_target(folder)
+    check_new_or_empty(folder, *TARGET)
     if model is not None and (Path(model).expanduser() / MANIFEST).is_file():
         raise ModelLoadError(f"{model} is already an exported ONNX folder; export-onnx reads a checkpoint "
                              "(a model folder or hub id) given with --model.")
@@ -79,7 +81,7 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
         raise OutputWriteError(f"cannot create {folder}: {e.strerror or e}.") from e
     try:
         _write_export(backend, staging, int8)
-        _check_target(folder)  # still new or empty after the minutes the export took
+        check_new_or_empty(folder, *TARGET)  # still new or empty after the minutes the export took
         if folder.is_dir():
             folder.rmdir()
         staging.rename(folder)
@@ -90,15 +92,6 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _check_target(folder: Path) -> None:
-    """OutputWriteError unless `folder` is new or an empty folder."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputWriteError(f"{folder} is a file; give a new folder for the export.")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise OutputWriteError(f"{folder} is not empty; export into a new or empty folder, so that nothing "
-                               "in it (an earlier export, say) is overwritten.")
 
 
 def _write_export(backend, folder: Path, int8: bool) -> None:

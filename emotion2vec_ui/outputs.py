@@ -93,6 +93,16 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
 
 
+def check_new_or_empty(folder: Path, what: str, example: str) -> None:
+    """OutputWriteError unless `folder` is new or an empty folder, so that writing `what`
+    ("the export") into it overwrites nothing (`example` names what could be lost there)."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputWriteError(f"{folder} is a file; give a new folder for {what}.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise OutputWriteError(f"{folder} is not empty; {what} goes into a new or empty folder, so that nothing "
+                               f"in it ({example}, say) is overwritten.")
+
+
 def check_free_space(output_root: str | os.PathLike, min_free_bytes: int) -> None:
     """Raise OutputWriteError when the disk holding `output_root` has under `min_free_bytes` free."""
     root = Path(output_root)
