@@ -259,7 +259,11 @@ def notes(run: dict) -> list[str]:
     """Lines under a device's table: threads used, failed configurations, reference read errors."""
     threads = {label: r.get("threads") for label, r in run["short"].items()}
     reference = run["reference"]
-    lines = [f"torch CPU threads: project {threads.get('default')}" + (reference_threads(run) if reference else "")]
+    lanes = run["short"].get("default", {}).get("lanes") or 1
+    project = threads.get("default")
+    if lanes > 1 and project:
+        project = f"{project} (several batches: {lanes} side by side, {project // lanes} each)"
+    lines = [f"torch CPU threads: project {project}" + (reference_threads(run) if reference else "")]
     gemm = run["short"].get("default", {}).get("fp32_gemm")
     if gemm:
         lines.append(f"project float32 linear layers: {gemm} (timed against the other at load)")

@@ -123,6 +123,7 @@ def project_short(job: dict) -> dict:
     out = {
         "precision": f"onnx {model.backend.precision}" if onnx else model.backend.precision,
         "fp32_gemm": _fp32_gemm(model.backend),
+        "lanes": model.backend.lanes,
         "load_s": load_s,
         "first_s": first_s,
         "steady_s": steady,

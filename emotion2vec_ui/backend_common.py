@@ -2,13 +2,16 @@
 
 The torch backend (model.py) and the ONNX Runtime backend (onnx_backend.py) both
 subclass `BackendBase`; the pipeline uses only this small interface: `geometry`,
-`labels`, `name`, `device`, `precision`, `input_normalization`, `prepare`, `encode`
-and `logits`.
+`labels`, `name`, `device`, `precision`, `lanes`, `input_normalization`, `prepare`,
+`encode`, `run_in_lane` and `logits`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -84,6 +87,7 @@ class BackendBase:
     normalize_input: bool
     head_weight: np.ndarray
     head_bias: np.ndarray
+    lanes: int = 1  # batches that may run side by side, each through `run_in_lane`
 
     @property
     def embed_dim(self) -> int:
@@ -119,6 +123,10 @@ class BackendBase:
     def encode(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
         """Frame features (T_i, D) float32 of prepared 16 kHz waveforms (N_i,), as one batch."""
         raise NotImplementedError
+
+    def run_in_lane(self, work: Callable[..., Any], *args) -> Future:
+        """Start `work(*args)` in a free lane; only backends with `lanes` > 1 have lanes."""
+        raise NotImplementedError(f"{type(self).__name__} runs one batch at a time (lanes=1)")
 
     def check_lengths(self, lengths: list[int]) -> None:
         """Refuse inputs longer than the longest window (see MAX_WINDOW_S)."""

@@ -18,7 +18,10 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
 from .hub_access import cached_model_folder, require_hub
 from .kernels import layer_linear, pick_linear, quantize_linears_int8
+from .lanes import CpuLanes, default_lanes
 from .results import token_to_key, usable_label_indices
 from .settings import DEFAULT_MODEL, HUBS
 
@@ -63,10 +67,13 @@ class Emotion2vecBackend(BackendBase):
     `encode` maps 16 kHz waveforms to frame features (T, D) through the conv front end
     (conv_frontend.py) and the transformer encoder (encoder.py); `logits` applies the
     classification head to features (..., D) -> (..., K) over the usable labels.
-    Safe to call from several threads at once.
+    With `lanes` > 1, `run_in_lane` runs work (batches) side by side on CPU lanes
+    (lanes.py), each on `cpu_threads() // lanes` threads. Safe to call from several threads
+    at once.
     """
 
-    def __init__(self, net: torch.nn.Module, tokens: list[str], name: str, device: str, precision: str = "fp32"):
+    def __init__(self, net: torch.nn.Module, tokens: list[str], name: str, device: str, precision: str = "fp32",
+                 lanes: int = 1):
         self.net = net.eval()
         self.name = name
         self.device = device
@@ -90,6 +97,8 @@ class Emotion2vecBackend(BackendBase):
                                       CONV_PIECES["cuda" if torch.device(device).type == "cuda" else "cpu"],
                                       int8=precision == "int8")
         self.transformer = TransformerEncoder(net, block_linear, self.dtype)
+        self.lanes = lanes
+        self._cpu_lanes = CpuLanes(lanes, max(1, cpu_threads() // lanes)) if lanes > 1 else None
 
     @property
     def blocks(self) -> list[torch.nn.Module]:
@@ -117,6 +126,12 @@ class Emotion2vecBackend(BackendBase):
         features = features.float().cpu().numpy()
         return [features[row, :count] for row, count in enumerate(frames)]
 
+    def run_in_lane(self, work: Callable[..., Any], *args) -> Future:
+        """Start `work(*args)` in the next free CPU lane (lanes > 1 only)."""
+        if self._cpu_lanes is None:
+            return super().run_in_lane(work, *args)
+        return self._cpu_lanes.submit(work, *args)
+
     def _forward(self, batch: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, T, D) features; frames (B,) counts the valid ones."""
         return self.transformer(self._local_features(batch), frames)
@@ -135,11 +150,13 @@ def load_backend(
     hub: str | None = None,
     device: str | None = None,
     precision: str = "fp32",
+    lanes: int | None = None,
 ) -> Emotion2vecBackend:
     """Build a checkpoint through funasr from a hub id or a local folder, verified.
 
     `model` defaults to the ModelScope id of emotion2vec+ large; `hub` to "ms" ("hf" for
-    Hugging Face); `device` see `pick_device`.
+    Hugging Face); `device` see `pick_device`; `lanes` the batches run side by side on
+    the CPU (default: 2 where there are 2 cores or more; 1 on a GPU).
     Raises ModelLoadError (or CheckpointMismatchError) with what to do.
     """
     model = str(model or DEFAULT_MODEL)
@@ -151,8 +168,9 @@ def load_backend(
     device = pick_device(device)
     if precision == "int8" and torch.device(device).type != "cpu":
         raise ModelLoadError(f"precision int8 runs on the CPU only; on {device} use fp16 or bf16, or --device cpu.")
-    folder = resolve_model_folder(model, hub)
     threads = cpu_threads()
+    lanes = check_lanes(lanes, device, threads)
+    folder = resolve_model_folder(model, hub)
     with contained_funasr():
         from funasr import AutoModel
 
@@ -169,7 +187,22 @@ def load_backend(
     tokens = list(auto.kwargs["tokenizer"].token_list)
     # Results name the checkpoint by hub id, or by folder name: never a server path.
     name = Path(model).expanduser().name if Path(model).expanduser().is_dir() else model
-    return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision)
+    return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision, lanes=lanes)
+
+
+def check_lanes(lanes: int | None, device: str, cores: int) -> int:
+    """The lanes to run: `lanes`, or the default for `device` with `cores` cores."""
+    on_cpu = torch.device(device).type == "cpu"
+    if lanes is None:
+        return default_lanes(cores) if on_cpu else 1
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ModelLoadError(f"lanes={lanes!r}: use a whole number of at least 1.")
+    if lanes > 1 and not on_cpu:
+        raise ModelLoadError(f"lanes={lanes} applies to the CPU; on {device} a batch uses the whole GPU (lanes=1).")
+    if lanes > cores:
+        raise ModelLoadError(f"lanes={lanes} is more than the {cores} cores this process may use; "
+                             f"use at most {cores}.")
+    return lanes
 
 
 def resolve_model_folder(model: str, hub: str) -> Path:

@@ -72,7 +72,7 @@ def export_onnx(folder: str | os.PathLike, model: str | None = None, hub: str | 
     if model is not None and (Path(model).expanduser() / MANIFEST).is_file():
         raise ModelLoadError(f"{model} is already an exported ONNX folder; export-onnx reads a checkpoint "
                              "(a model folder or hub id) given with --model.")
-    backend = load_backend(model, hub, device="cpu", precision="fp32")
+    backend = load_backend(model, hub, device="cpu", precision="fp32", lanes=1)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = folder.parent / f".{folder.name}.partial-{secrets.token_hex(4)}"

@@ -199,7 +199,7 @@ def test_an_hour_in_frame_mode_stays_in_bounded_memory(tmp_path, tiny_checkpoint
 def test_batches_group_similar_lengths_within_the_budget(tiny_model):
     lengths = [16_000, 17_000, 30_000, 31_000, 32_000, 160_000, 480_000]
     audios = [tiny_model.decode((random_speechlike(n / 16_000, seed=i)[:n], 16_000)) for i, n in enumerate(lengths)]
-    model = Recognizer(tiny_model.backend, batch_s=4.0)
+    model = Recognizer(tiny_model.backend, batch_s=4.0 * tiny_model.backend.lanes)  # 4 s per batch
     calls = []
     encode = model.backend.encode
 
