@@ -111,6 +111,15 @@ def check_device(text: str) -> str:
     return text
 
 
+def _lanes(text: str) -> str | int:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be auto or a whole number of at least 1")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -129,6 +138,8 @@ OPTIONS = (
            choices=PRECISIONS),
     Option("backend", "E2V_BACKEND", "torch", "torch, or onnx to run a folder written by export-onnx",
            choices=BACKENDS),
+    Option("lanes", "E2V_LANES", "auto", "CPU: batches run side by side, each on its share of the cores "
+           "(auto: 2 where there are 2 cores or more; 1 on a GPU and with --backend onnx)", parse=_lanes, metavar="N"),
     Option("window_s", "E2V_WINDOW_S", 30.0, f"longest piece of audio the model sees at once, "
            f"{MIN_WINDOW_S:g}-{MAX_WINDOW_S:g} s", parse=_window_s, metavar="SECONDS"),
     Option("vad_threshold", "E2V_VAD_THRESHOLD", VAD_THRESHOLD, "segment mode: speech probability that starts "
@@ -174,6 +185,7 @@ class Settings:
     device: str | None
     precision: str
     backend: str
+    lanes: str | int  # "auto" or a count
     window_s: float
     vad_threshold: float
     vad_min_speech_s: float
@@ -208,7 +220,7 @@ class Settings:
 
         return {
             "hub": self.hub, "device": self.device, "precision": self.precision, "backend": self.backend,
-            "window_s": self.window_s,
+            "lanes": None if self.lanes == "auto" else self.lanes, "window_s": self.window_s,
             "vad": VadSettings(threshold=self.vad_threshold, min_speech_s=self.vad_min_speech_s,
                                join_gap_s=self.vad_join_gap_s, max_segment_s=self.vad_max_segment_s),
             "limits": AudioLimits(max_file_bytes=self.max_file_bytes, max_duration_s=self.max_duration_s),
@@ -232,7 +244,7 @@ def resolve(args: argparse.Namespace, program: str, environ: Mapping[str, str] |
     Raises ValueError naming the flag and its variable when a value is not allowed.
     """
     environ = os.environ if environ is None else environ
-    values = {}
+    values, given = {}, {}  # given: how the user wrote a value, for messages ("--lanes 2", "E2V_LANES=2")
     for option in OPTIONS:
         text, source = getattr(args, option.name, None), option.flag
         if text is None and environ.get(option.env):
@@ -240,6 +252,7 @@ def resolve(args: argparse.Namespace, program: str, environ: Mapping[str, str] |
         if text is None:
             values[option.name] = option.default_for(program)
             continue
+        given[option.name] = f"{source}={text}" if source == option.env else f"{source} {text}"
         try:
             value = option.parse(text) if isinstance(text, str) else text
         except ValueError as e:
@@ -249,8 +262,11 @@ def resolve(args: argparse.Namespace, program: str, environ: Mapping[str, str] |
         values[option.name] = value
     values["auth"] = read_auth(values["auth"], values["auth_file"])
     if values.get("backend") == "onnx" and values.get("precision", "fp32") != "fp32":
-        raise ValueError(f"--precision {values['precision']} does not apply to --backend onnx: an exported "
+        raise ValueError(f"{given['precision']} does not apply to {given['backend']}: an exported "
                          "folder runs the precision it was exported with (export-onnx --int8 for int8)")
+    if values.get("backend") == "onnx" and values.get("lanes", "auto") not in ("auto", 1):
+        raise ValueError(f"{given['lanes']} does not apply to {given['backend']}: ONNX Runtime runs one batch "
+                         "at a time on every core")
     return Settings(**values)
 
 

@@ -33,6 +33,13 @@ def test_flag_beats_environment_beats_default():
     assert parse("cli", ["--window-s", "10"], {"E2V_WINDOW_S": "20"}).window_s == 10.0
 
 
+def test_lanes_reach_the_engine_as_a_count_or_its_default():
+    assert parse("cli", [], {}).engine_options()["lanes"] is None  # load_model's default for the device
+    assert parse("server", [], {"E2V_LANES": "auto"}).engine_options()["lanes"] is None
+    assert parse("cli", ["--lanes", "1"], {"E2V_LANES": "2"}).engine_options()["lanes"] == 1
+    assert parse("server", [], {"E2V_LANES": "2"}).engine_options()["lanes"] == 2
+
+
 def test_a_shared_server_accepts_less_than_the_command_line():
     server, cli = default_settings("server"), default_settings("cli")
     assert server.max_file_mb < cli.max_file_mb and server.max_duration_s < cli.max_duration_s
@@ -48,7 +55,11 @@ def test_a_shared_server_accepts_less_than_the_command_line():
     ([], {"E2V_PORT": "70000"}, "E2V_PORT: '70000' must be 1-65535"),
     ([], {"E2V_AUTH": "no-colon"}, "user:password"),
     (["--device", "gpu"], {}, "--device: 'gpu' must be cpu, cuda or cuda:N"),
-    ([], {"E2V_BACKEND": "onnx", "E2V_PRECISION": "int8"}, "--precision int8 does not apply to --backend onnx"),
+    ([], {"E2V_BACKEND": "onnx", "E2V_PRECISION": "int8"}, "E2V_PRECISION=int8 does not apply to E2V_BACKEND=onnx"),
+    (["--precision", "int8"], {"E2V_BACKEND": "onnx"}, "--precision int8 does not apply to E2V_BACKEND=onnx"),
+    (["--lanes", "0"], {}, "--lanes: '0' must be auto or a whole number of at least 1"),
+    ([], {"E2V_LANES": "two"}, "E2V_LANES: 'two' is not a valid value"),
+    (["--backend", "onnx", "--lanes", "2"], {}, "--lanes 2 does not apply to --backend onnx"),
 ])
 def test_bad_values_end_the_program_naming_the_flag_or_variable(argv, environ, expected, capsys):
     with pytest.raises(SystemExit) as exited:
