@@ -92,8 +92,8 @@ def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = Non
     """The exported folder `folder` on ONNX Runtime (`device` "cpu", the default, or "cuda")."""
     if folder is None or not Path(folder).expanduser().is_dir():
         shown = "no model was given" if folder is None else f"{str(folder)!r} is not a folder"
-        raise ModelLoadError(f"the onnx backend needs --model DIR, a folder written by "
-                             f"python -m emotion2vec_ui export-onnx DIR; {shown}.")
+        raise ModelLoadError(f"the onnx backend needs as its model a folder written by python -m emotion2vec_ui "
+                             f"export-onnx DIR (--model DIR, E2V_MODEL, or load_model's first argument); {shown}.")
     return OnnxBackend(Path(folder).expanduser(), device or "cpu")
 
 

@@ -125,7 +125,8 @@ def test_options_that_do_not_fit_the_onnx_backend_are_refused(onnx_folder, tiny_
     with pytest.raises(ModelLoadError, match="precision 'int8' does not apply to the onnx backend"):
         load_model(onnx_folder, backend="onnx", precision="int8")
     assert main(["predict", "x.wav", "--backend", "onnx"]) == 2  # no --model: the default is a hub id
-    assert "needs --model DIR, a folder written by python -m emotion2vec_ui export-onnx DIR" in capsys.readouterr().err
+    assert ("needs as its model a folder written by python -m emotion2vec_ui export-onnx DIR (--model DIR"
+            in capsys.readouterr().err)
     assert main(["predict", "x.wav", "--model", str(onnx_folder), "--device", "cpu"]) == 2  # torch backend
     assert "written by export-onnx: run it with --backend onnx" in capsys.readouterr().err
 
