@@ -243,12 +243,13 @@ ROWS_PER_PART = 2
 
 @pytest.fixture(scope="module")
 def many_clips(tmp_path_factory):
-    """MANY_FILES short WAVs, so a run is still going when its first parts are committed."""
+    """MANY_FILES 1 s WAVs, so a run is still going when its first parts are committed (with 0.3 s
+    clips and two lanes, one CI run finished before its Ctrl-C landed)."""
     import soundfile as sf
 
     folder = tmp_path_factory.mktemp("many")
     for i in range(MANY_FILES):
-        sf.write(folder / f"clip{i:04d}.wav", voice_like(0.3, 16_000, 1, seed=i)[:, 0], 16_000)
+        sf.write(folder / f"clip{i:04d}.wav", voice_like(1.0, 16_000, 1, seed=i)[:, 0], 16_000)
     return folder
 
 
