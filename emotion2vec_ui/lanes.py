@@ -54,7 +54,7 @@ class CpuLanes:
         return self._pool.submit(work, *args)
 
     def threads_per_lane(self) -> list[int]:
-        """Torch's thread count as each lane sees it (for tests and the benchmark)."""
+        """Torch's thread count as each lane sees it (for the tests)."""
         started = threading.Barrier(self.count)
 
         def count_threads() -> int:
