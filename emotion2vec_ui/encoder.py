@@ -101,18 +101,25 @@ class TransformerEncoder:
         """The grouped positional convolutions, re-zeroing padded frames after each layer.
 
         One clip alone is zero-padded at its end by every conv layer; zeroing the batch's
-        padding between layers gives each clip exactly that.
+        padding between layers gives each clip exactly that. Each layer is funasr's
+        (Conv1d, SamePad, TransposeLast, LayerNorm, TransposeLast, GELU), run time-major:
+        (B, T, D) is the memory of a channels-last conv input, so no layer transposes a
+        copy and oneDNN takes its direct (brgemm) convolution instead of im2col + GEMM
+        (on 2 AVX2 cores the five layers took 20-30 % less time; results within 2e-6 of
+        the channel-major ones, relative).
         """
         encoder = self.encoder.relative_positional_encoder
         if self.encoder.modality_cfg.conv_pos_pre_ln:
             pre_norm, encoder = encoder[0], encoder[1]
             x = pre_norm(x)
-        y = x.transpose(1, 2)  # (B, D, T); the encoder's first and last children transpose
-        for layer in list(encoder)[1:-1]:
-            y = layer(y)
+        for conv, same_pad, _, norm, _, activation in list(encoder)[1:-1]:
+            x = conv_time_major(conv, x)
+            if same_pad.remove:
+                x = x[:, : -same_pad.remove]
+            x = in_place(activation)(norm(x))
             if padding is not None:
-                y = y.masked_fill(padding[:, None, :], 0)
-        return y.transpose(1, 2)
+                x.masked_fill_(padding[..., None], 0)
+        return x
 
     def alibi_bias(self, length: int, device) -> torch.Tensor:
         """The ALiBi attention bias for `length` tokens: (1, H, length, length) float32.
@@ -141,6 +148,14 @@ class TransformerEncoder:
         if scale.size(0) == 1:
             bias = bias * scale.squeeze(0)
         return F.pad(bias, (extra, 0, extra, 0, 0, self.heads - bias.size(1)))
+
+
+def conv_time_major(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` applied to time-major (B, T, C_in) -> (B, T', C_out), as a 2-D convolution of
+    height 1 on the channels-last view of `x` (no copy either way)."""
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                 padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups)
+    return y.squeeze(2).transpose(1, 2)
 
 
 def alibi_slopes(encoder: torch.nn.Module) -> torch.Tensor:

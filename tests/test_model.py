@@ -95,6 +95,25 @@ def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
         torch.testing.assert_close(backend.front_end(wave), whole)
 
 
+@pytest.mark.parametrize("kernel", [19, 8])  # the published width's kernel, and an even one SamePad trims
+def test_time_major_positional_convolutions_equal_funasr_modules(tiny_checkpoint, kernel):
+    """The positional convolutions run time-major equal funasr's own module."""
+    from funasr.models.emotion2vec.fairseq_modules import SamePad
+
+    backend = load_backend(tiny_checkpoint, device="cpu")
+    positional = backend.encoder.relative_positional_encoder
+    torch.manual_seed(kernel)
+    for layer in list(positional)[1:-1]:
+        conv = layer[0]
+        layer[0] = torch.nn.Conv1d(conv.in_channels, conv.out_channels, kernel, padding=kernel // 2, groups=conv.groups)
+        layer[1] = SamePad(kernel)
+    assert positional[1][1].remove == (kernel % 2 == 0)
+    features = torch.randn(2, 53, backend.embed_dim)
+    with torch.inference_mode():
+        torch.testing.assert_close(backend.transformer.positions(features, None), positional(features),
+                                   rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_linear_layers_match_torch(precision):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
