@@ -8,6 +8,7 @@ subclass `BackendBase`; the pipeline uses only this small interface: `geometry`,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input stati
 # with the square of the window: the ALiBi bias alone is heads x frames^2 floats (16 x 1500^2
 # x 4 B = 146 MB at 30 s, 580 MB at 60 s, 14 GB at 300 s). Longer audio is cut into windows.
 # It and the user's choices of precision and backend are defined in settings.py.
+
+
+def cpu_threads() -> int:
+    """The threads to compute with: the cores this process may use, at most
+    OMP_NUM_THREADS where that is set to a whole number (as Ray sets it to an actor's
+    CPUs, so actors sharing a machine do not each take every core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return min(cores, int(cap)) if cap.isdigit() and int(cap) > 0 else cores
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backend_common import MAX_WINDOW_S, ONNX_MANIFEST, BackendBase, FrameGeometry, check_window  # noqa: F401
+from .backend_common import (  # noqa: F401
+    MAX_WINDOW_S,
+    ONNX_MANIFEST,
+    BackendBase,
+    FrameGeometry,
+    check_window,
+    cpu_threads,
+)
 from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
@@ -54,11 +61,6 @@ def pick_device(device: str | None = None) -> str:
             "Use --device cpu (or E2V_DEVICE=cpu), or install a CUDA build of torch."
         )
     return device
-
-
-def cpu_threads() -> int:
-    """The cores this process may use (funasr's default of 4 oversubscribes a 2-core machine)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class Emotion2vecBackend(BackendBase):

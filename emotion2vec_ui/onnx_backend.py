@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend_common import ONNX_MANIFEST as MANIFEST
-from .backend_common import BackendBase, FrameGeometry
+from .backend_common import BackendBase, FrameGeometry, cpu_threads
 from .errors import ModelLoadError
 
 FORMAT_VERSION = 1
@@ -49,7 +49,7 @@ class OnnxBackend(BackendBase):
             raise ModelLoadError(f"device {device!r}: this ONNX Runtime has no CUDA provider; "
                                  "install onnxruntime-gpu or use --device cpu.")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cpu_threads()
+        options.intra_op_num_threads = threads or cpu_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(folder / manifest["encoder"]), options, providers=PROVIDERS[kind])
@@ -119,8 +119,3 @@ def _read_manifest(folder: Path) -> dict:
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{path} has a malformed field ({e}). {again}") from e
     return fields
-
-
-def _cpu_threads() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -314,20 +314,24 @@ def test_missing_ray_says_how_to_install(monkeypatch):
         import_ray()
 
 
-@pytest.mark.slow
-def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs, shared by this module's Ray tests."""
     ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, tiny_model, tmp_path, local_ray):
     from emotion2vec_ui.batch_ray import run_batch_ray
 
     inputs = [corpus["calls"], corpus["manifest"], corpus["broken"]]
     local = run_batch(tiny_model, inputs, tmp_path / "local.parquet", "frame", embedding=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = run_batch_ray(inputs, tmp_path / "ray.parquet", "frame", embedding=True,
-                               model=str(tiny_checkpoint), workers=1, rows_per_part=3)
-        uri = run_batch_ray(inputs, f"file://{tmp_path / 'ray_parts'}", model=str(tiny_checkpoint), rows_per_part=3)
-    finally:
-        ray.shutdown()
+    remote = run_batch_ray(inputs, tmp_path / "ray.parquet", "frame", embedding=True,
+                           model=str(tiny_checkpoint), workers=1, rows_per_part=3)
+    uri = run_batch_ray(inputs, f"file://{tmp_path / 'ray_parts'}", model=str(tiny_checkpoint), rows_per_part=3)
     assert (remote.done, remote.failed, remote.rows) == (local.done, local.failed, local.rows) == (5, 2, 7)
     expected, got = rows_by_path(tmp_path / "local.parquet"), rows_by_path(tmp_path / "ray.parquet")
     assert got.keys() == expected.keys()
@@ -344,3 +348,20 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, 
     assert (uri.rows, uri.failed) == (7, 2) and sorted(r["path"] for r in written) == sorted(expected)
     for row in written:
         assert row["emotion"] == expected[row["path"]]["emotion"]
+
+
+@pytest.mark.slow
+def test_ray_actor_computes_on_the_cpus_it_was_given(tiny_checkpoint, local_ray):
+    """An actor given one CPU (--cpus-per-worker 1) loads its model on one thread and one
+    lane, not on every core of the machine it shares with other actors."""
+
+    @local_ray.remote(num_cpus=1)
+    def model_threads(model: str) -> tuple:
+        import torch
+
+        from emotion2vec_ui.batch_ray import RecognizerActor
+
+        actor = RecognizerActor(model, {"device": "cpu"}, "utterance", False, None)
+        return torch.get_num_threads(), actor.recognizer.backend.lanes
+
+    assert local_ray.get(model_threads.remote(str(tiny_checkpoint))) == (1, 1)

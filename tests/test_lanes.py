@@ -28,6 +28,14 @@ def _recording_encode(backend, calls: list):
     backend.encode = recording
 
 
+def test_thread_count_is_the_cores_at_most_omp_num_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = cpu_threads()
+    for value, expected in [("1", 1), (str(cores + 5), cores), ("0", cores), ("four", cores), ("", cores)]:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert cpu_threads() == expected, value
+
+
 def test_lanes_run_on_their_thread_count_and_leave_other_threads_theirs():
     before = torch.get_num_threads()
     lanes = CpuLanes(2, before + 1)  # a count no other thread has
