@@ -251,7 +251,8 @@ def add_batch_command(commands) -> None:
                      "default: start a local Ray")
     ray.add_argument("--workers", type=int, default=1, metavar="N", help="model actors (default 1)")
     ray.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per actor (default 0)")
-    ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per actor, and the threads its model computes on (default 1)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                     help="CPUs per actor, and the threads its model computes on (default 1)")
 
 
 def run_batch_command(args: argparse.Namespace, settings) -> int:
