@@ -192,18 +192,18 @@ def load_backend(
     return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision, lanes=lanes)
 
 
-def check_lanes(lanes: int | None, device: str, cores: int) -> int:
-    """The lanes to run: `lanes`, or the default for `device` with `cores` cores."""
+def check_lanes(lanes: int | None, device: str, threads: int) -> int:
+    """The lanes to run: `lanes`, or the default for `device` with `threads` threads to compute with."""
     on_cpu = torch.device(device).type == "cpu"
     if lanes is None:
-        return default_lanes(cores) if on_cpu else 1
+        return default_lanes(threads) if on_cpu else 1
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise ModelLoadError(f"lanes={lanes!r}: use a whole number of at least 1.")
     if lanes > 1 and not on_cpu:
         raise ModelLoadError(f"lanes={lanes} applies to the CPU; on {device} a batch uses the whole GPU (lanes=1).")
-    if lanes > cores:
-        raise ModelLoadError(f"lanes={lanes} is more than the {cores} cores this process may use; "
-                             f"use at most {cores}.")
+    if lanes > threads:
+        raise ModelLoadError(f"lanes={lanes} is more than the {threads} threads this process may use (its cores, "
+                             f"at most OMP_NUM_THREADS where set); use at most {threads}.")
     return lanes
 
 

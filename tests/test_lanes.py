@@ -122,7 +122,7 @@ def test_lane_counts_are_checked():
             check_lanes(bad, "cpu", 2)
     with pytest.raises(ModelLoadError, match="applies to the CPU"):
         check_lanes(2, "cuda", 8)
-    with pytest.raises(ModelLoadError, match="more than the 2 cores"):
+    with pytest.raises(ModelLoadError, match="more than the 2 threads"):
         check_lanes(3, "cpu", 2)
     with pytest.raises(ModelLoadError, match="torch backend"):
         load_model("any-export-folder", backend="onnx", lanes=2)
