@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,24 +142,50 @@ def run_batch(
         pending, pending_since = [], time.monotonic()
 
     try:
-        for row in iter_batch_rows(recognizer, todo, granularity, embedding, save_folders=save_folders,
-                                   speakers=speakers):
-            pending.append(row)
-            summary.failed += bool(row["error"])
-            summary.done += not row["error"]
-            summary.audio_seconds += row.get("duration_s") or 0.0
-            if keep_rows:
-                summary.new_rows.append(row)
-            if on_row:
-                on_row(row)
-            if len(pending) >= rows_per_part or time.monotonic() - pending_since >= PART_SECONDS:
-                flush()
+        with ctrl_c_noted() as ctrl_c:
+            for row in iter_batch_rows(recognizer, todo, granularity, embedding, save_folders=save_folders,
+                                       speakers=speakers):
+                pending.append(row)
+                summary.failed += bool(row["error"])
+                summary.done += not row["error"]
+                summary.audio_seconds += row.get("duration_s") or 0.0
+                if keep_rows:
+                    summary.new_rows.append(row)
+                if on_row:
+                    on_row(row)
+                if len(pending) >= rows_per_part or time.monotonic() - pending_since >= PART_SECONDS:
+                    flush()
+                if ctrl_c.is_set():  # its KeyboardInterrupt was lost on the way
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         summary.interrupted = True
     flush()
     summary.rows = table.commit()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@contextmanager
+def ctrl_c_noted() -> Iterator[threading.Event]:
+    """An Event that Ctrl-C (SIGINT) sets besides raising KeyboardInterrupt as usual, so a
+    run still stops at its next row when the exception is lost (Python only prints one
+    raised inside a finaliser). Only where Python's own Ctrl-C handler is installed and
+    only in the main thread; elsewhere the Event is never set."""
+    noted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def note_and_interrupt(signum, frame):
+        noted.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note_and_interrupt)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> tuple[list[BatchInput], BatchSummary]:

@@ -264,6 +264,27 @@ def _start_and_wait_for_parts(command: list[str], parts: Path) -> subprocess.Pop
     pytest.fail(f"no parts appeared while the run was going: {process.communicate()}")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped KeyboardInterrupt
+def test_a_ctrl_c_python_drops_still_stops_the_run(many_clips, tiny_model, tmp_path):
+    """Ctrl-C that lands in a finaliser raises a KeyboardInterrupt Python only prints; the
+    run still stops at its next row, committed, and says it was interrupted."""
+
+    class CtrlCWhenCollected:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    def on_row(row):
+        if not seen:
+            CtrlCWhenCollected()  # dropped at once: its __del__ sends Ctrl-C
+        seen.append(row)
+
+    seen: list = []
+    summary = run_batch(tiny_model, [many_clips], tmp_path / "results.csv", rows_per_part=1, on_row=on_row)
+    assert summary.interrupted and len(seen) == 1
+    assert len(rows_by_path(tmp_path / "results.csv")) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
 def test_kill_9_in_the_middle_then_rerun(many_clips, tiny_checkpoint, tmp_path, suffix, capsys):
     out = tmp_path / f"results{suffix}"
@@ -294,8 +315,9 @@ def test_ctrl_c_commits_the_finished_rows(many_clips, tiny_checkpoint, tiny_mode
                "--rows-per-part", str(ROWS_PER_PART), *model_args(tiny_checkpoint)]
     process = _start_and_wait_for_parts(command, parts)
     process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=120)
-    assert process.returncode == 130 and stdout.startswith("interrupted (rerun the same command to go on): ")
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (stdout, stderr[-3000:])
+    assert stdout.startswith("interrupted (rerun the same command to go on): ")
     kept = rows_by_path(out)
     assert 2 * ROWS_PER_PART <= len(kept) < MANY_FILES and not parts.exists()
     rerun = run_batch(tiny_model, [many_clips], out)
