@@ -254,7 +254,10 @@ def many_clips(tmp_path_factory):
 
 
 def _start_and_wait_for_parts(command: list[str], parts: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """`command` started with Ctrl-C handled as in a terminal (a background job's children ignore
+    it), once it has committed two parts."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
         if parts.is_dir() and len([p for p in parts.iterdir() if p.name.startswith("part-")]) >= 2:
@@ -279,10 +282,14 @@ def test_a_ctrl_c_python_drops_still_stops_the_run(many_clips, tiny_model, tmp_p
         seen.append(row)
 
     seen: list = []
-    summary = run_batch(tiny_model, [many_clips], tmp_path / "results.csv", rows_per_part=1, on_row=on_row)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
+    try:
+        summary = run_batch(tiny_model, [many_clips], tmp_path / "results.csv", rows_per_part=1, on_row=on_row)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert summary.interrupted and len(seen) == 1
     assert len(rows_by_path(tmp_path / "results.csv")) == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
