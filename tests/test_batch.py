@@ -243,8 +243,9 @@ ROWS_PER_PART = 2
 
 @pytest.fixture(scope="module")
 def many_clips(tmp_path_factory):
-    """MANY_FILES 1 s WAVs, so a run is still going when its first parts are committed (with 0.3 s
-    clips and two lanes, a run once ended with exit code 0 although it was sent Ctrl-C)."""
+    """MANY_FILES 1 s WAVs, so a run is still going when its first parts are committed (a run of
+    0.3 s clips once ended with exit code 0 although it was sent Ctrl-C; a later cause found: the
+    test runner started as a background job, whose children ignored Ctrl-C)."""
     import soundfile as sf
 
     folder = tmp_path_factory.mktemp("many")
