@@ -137,8 +137,9 @@ class Recognizer:
         if self.window_frames <= 2 * self.context_frames:
             raise ValueError(f"window_s ({window_s}) must exceed twice context_s ({context_s})")
         device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
+        self.batch_audio_s = batch_s or DEFAULT_BATCH_S[device_kind]  # audio seconds in flight, all lanes
         # The budget is shared by the lanes' batches in flight (and their memory).
-        self.batch_samples = int((batch_s or DEFAULT_BATCH_S[device_kind]) * SAMPLE_RATE) // backend.lanes
+        self.batch_samples = int(self.batch_audio_s * SAMPLE_RATE) // backend.lanes
         self.limits = limits or AudioLimits()
         self.vad = vad  # vad.VadSettings of segment mode (None: the defaults)
         self._model_lock = threading.Lock()

@@ -1,11 +1,11 @@
 """Turns on the one model of a server, first come, first served.
 
 The page's single recognitions, its batches and the REST API share one loaded model.
-A batch does not hold the model for its whole run: it takes one turn per file, and a
-turn asked for while another runs waits behind every turn asked for before it. So a
-single recognition that arrives in the middle of a batch waits at most for the file in
-progress (and those already waiting), then the batch goes on; a batch cannot starve
-anyone, and nobody can starve a batch.
+A batch does not hold the model for its whole run: it takes one turn per group of files
+(what the model computes at once, see ui_batch.py), and a turn asked for while another
+runs waits behind every turn asked for before it. So a single recognition that arrives
+in the middle of a batch waits at most for the group in progress (and those already
+waiting), then the batch goes on; a batch cannot starve anyone, and nobody can starve a batch.
 
     shared = TakingTurns(model)         # hand `shared` to every handler instead of `model`
     shared.recognize([audio], ...)      # waits for its turn, then runs

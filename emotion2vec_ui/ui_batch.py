@@ -7,15 +7,17 @@
 
 `plan` checks a call's values and gathers its files (uploads and the audio inside .zip
 archives, see batch_upload.py) within the server's limits (`batch_max_files`,
-`batch_max_mb`). `rows` recognises the files one by one; each good file gets its
-output folder (as a single recognition does) and a row, a bad one a row with its
-error, and the batch goes on. `finish` writes summary.csv and one .zip holding it and
-every output folder of the batch, served as private copies like single results.
+`batch_max_mb`). `rows` recognises the files in groups of consecutive files, as many
+as the model computes at once (about a minute of audio on a CPU, or one longer file),
+so its lanes run them side by side; each good file gets its output folder (as a single
+recognition does) and a row, a bad one a row with its error, and the batch goes on.
+`finish` writes summary.csv and one .zip holding it and every output folder of the
+batch, served as private copies like single results.
 
 Fairness: a batch runs in the same Gradio queue as single recognitions (at most
 `queue_size` requests wait) and one batch runs at a time. While it runs it takes the
-model one file at a time, in first-come order with the single recognitions
-(turns.py): a recognition that arrives mid-batch waits at most for the file in
+model one group at a time, in first-come order with the single recognitions
+(turns.py): a recognition that arrives mid-batch waits at most for the group in
 progress, then the batch goes on.
 """
 
@@ -61,6 +63,8 @@ TABLE_COLUMNS = ["文件 File", "时长 Duration", "情绪 Emotion", "置信度 
                  "输出文件夹或错误 Output folder, or the error"]  # a file has one or the other
 TABLE_WIDTHS = ["17%", "10%", "16%", "10%", "19%", "28%"]
 FAILED = "❌ 失败 Failed"
+# (fraction of the group done 0..1, what it does, the group's positions in the plan's files)
+GroupProgress = Callable[[float, str, range], None]
 
 
 @dataclass
@@ -115,16 +119,17 @@ class PageBatch:
             raise
         return BatchPlan(gathered, granularity, embedding, speakers if granularity == "segment" else None, workdir)
 
-    def rows(self, plan: BatchPlan, progress: ProgressCallback | None = None,
+    def rows(self, plan: BatchPlan, progress: GroupProgress | None = None,
              stop: threading.Event | None = None) -> Iterator[dict]:
         """Recognise the plan's files in order, one row each (see `summary_row`); a bad
-        file's row holds its error. `progress(fraction, text)` follows the current file.
-        Stops early when `stop` is set. The extracted archives are deleted at the end."""
+        file's row holds its error. Files are decoded one by one and recognised in groups
+        (see `_groups`), so the model's lanes run several files side by side;
+        `progress(fraction, text, files)` follows the group in progress (`files`: its
+        positions in `plan.files`). Stops early when `stop` is set, after the group in
+        progress. The extracted archives are deleted at the end."""
         try:
-            for file in plan.files:
-                if stop is not None and stop.is_set():
-                    return
-                yield self._row(file, plan, progress)
+            for group in self._groups(plan, progress, stop):
+                yield from self._group_rows(group, plan, progress)
         finally:
             remove_workdir(plan.workdir)
 
@@ -143,31 +148,98 @@ class PageBatch:
             shutil.rmtree(staging, ignore_errors=True)
         return BatchOutcome(rows, downloads, batch_summary(rows, plan, self.model.labels))
 
-    def _row(self, file: BatchFile, plan: BatchPlan, progress: ProgressCallback | None) -> dict:
+    def _groups(self, plan: BatchPlan, progress: GroupProgress | None,
+                stop: threading.Event | None) -> Iterator[list[_Decoded]]:
+        """The plan's files, decoded, in groups of consecutive files that take one turn on
+        the model: as many as fit the model's audio in flight (`batch_audio_s`, 60 s on a
+        CPU), or one longer file; one file a group in segment mode (one recording at a time)."""
+        budget = 0.0 if plan.granularity == "segment" else self.model.batch_audio_s
+        group: list[_Decoded] = []
+        audio_s = 0.0
+        for position, file in enumerate(plan.files):
+            if stop is not None and stop.is_set():
+                return
+            decoded = self._decode(position, file, plan, progress)
+            seconds = decoded.audio.duration_s if decoded.audio is not None else 0.0
+            if group and audio_s + seconds > budget:
+                yield group
+                group, audio_s = [], 0.0
+            group.append(decoded)
+            audio_s += seconds
+        if group and not (stop is not None and stop.is_set()):
+            yield group
+
+    def _decode(self, position: int, file: BatchFile, plan: BatchPlan,
+                progress: GroupProgress | None) -> _Decoded:
         if file.error:
-            return error_row(file.name, file.error)
-        step = progress or (lambda fraction, text: None)
+            return _Decoded(position, file, error=file.error)
+        if progress:
+            progress(0.0, "解码 Decoding", range(position, position + 1))
+        try:
+            return _Decoded(position, file, self.model.decode(
+                file.path, name=file.name, keep_channels=plan.speakers == "channels"))
+        except Exception as e:  # noqa: BLE001 (a bad file is its row's error; the batch goes on)
+            return _Decoded(position, file, error=_row_error(file.name, e))
+
+    def _group_rows(self, group: list[_Decoded], plan: BatchPlan, progress: GroupProgress | None) -> Iterator[dict]:
+        files = range(group[0].position, group[-1].position + 1)
+        step = (lambda fraction, text: progress(fraction, text, files)) if progress else (lambda fraction, text: None)
+        ready = [decoded for decoded in group if decoded.audio is not None]
+        if ready:
+            step(0.05, "等待模型 Waiting for the model")
+            inference = lambda fraction, text: step(0.05 + 0.9 * fraction, f"推理 Inference: {text}")  # noqa: E731
+            for decoded, outcome in zip(ready, self._recognized(ready, plan, inference)):
+                if isinstance(outcome, str):
+                    decoded.error = outcome
+                else:
+                    decoded.result = outcome
+            step(0.97, "保存 Saving")
+        for decoded in group:
+            yield self._saved_row(decoded)
+
+    def _saved_row(self, decoded: _Decoded) -> dict:
+        """The file's row: its result, saved in its own output folder, or its error."""
+        if decoded.result is None:
+            return error_row(decoded.file.name, decoded.error)
         try:
             check_free_space(self.settings.output_dir, int(self.settings.min_free_disk_mb * 2**20))
-            step(0.0, "解码 Decoding")
-            audio = self.model.decode(file.path, name=file.name, keep_channels=plan.speakers == "channels")
-            step(0.05, "等待模型 Waiting for the model")
-            result = self.model.recognize(
-                [audio], plan.granularity, plan.embedding,
-                lambda fraction, text: step(0.05 + 0.9 * fraction, f"推理 Inference: {text}"),
-                speakers=plan.speakers,
-            )[0]
-            step(0.97, "保存 Saving")
-            folder = save_recognition(result, audio, self.settings.output_dir)
-        except Emotion2vecError as e:
-            log.warning("batch: refused %s: %s", file.name, e)
-            return error_row(file.name, str(e))
-        except Exception:
-            log.exception("batch: recognition of %s failed", file.name)
-            return error_row(file.name, f"{file.name}: the server failed on this file (a bug, logged on the "
-                                        "server); the rest of the batch went on.")
-        step(1.0, "完成 Done")
-        return summary_row(file.name, result, folder.name)
+            folder = save_recognition(decoded.result, decoded.audio, self.settings.output_dir)
+        except Exception as e:  # noqa: BLE001 (as above)
+            return error_row(decoded.file.name, _row_error(decoded.file.name, e))
+        return summary_row(decoded.file.name, decoded.result, folder.name)
+
+    def _recognized(self, ready: list[_Decoded], plan: BatchPlan, progress: ProgressCallback) -> list:
+        """Each decoded file's result, or its error message: the files in one turn; if that
+        fails, each file again in a turn of its own, so an error stays with its file."""
+        try:
+            check_free_space(self.settings.output_dir, int(self.settings.min_free_disk_mb * 2**20))
+            return self.model.recognize([decoded.audio for decoded in ready], plan.granularity, plan.embedding,
+                                        progress, speakers=plan.speakers)
+        except Exception as e:  # noqa: BLE001 (as above)
+            if len(ready) == 1:
+                return [_row_error(ready[0].file.name, e)]
+        return [self._recognized([decoded], plan, progress)[0] for decoded in ready]
+
+
+@dataclass
+class _Decoded:
+    """A file of a group: its position in the plan, its audio (None when it failed), then
+    its result, or the error its row will show."""
+
+    position: int
+    file: BatchFile
+    audio: object = None  # audio.Audio
+    error: str = ""
+    result: object = None  # results.EmotionResult
+
+
+def _row_error(name: str, error: Exception) -> str:
+    """The row's message for a failure: the refusal's own words, or a plain note of a bug (logged)."""
+    if isinstance(error, Emotion2vecError):
+        log.warning("batch: refused %s: %s", name, error)
+        return str(error)
+    log.error("batch: recognition of %s failed", name, exc_info=error)
+    return f"{name}: the server failed on this file (a bug, logged on the server); the rest of the batch went on."
 
 
 def _copies_in_temp(files: list[Path]) -> list[str]:
@@ -306,9 +378,9 @@ def emotion_counts_frame(rows: list[dict], labels: list[str]):
                          "files": [good.count(label) for label in labels]})
 
 
-def progress_html(done: int, total: int, failed: int, current: str | None = None, fraction: float = 0.0,
+def progress_html(done: int, total: int, failed: int, current: list[str] | None = None, fraction: float = 0.0,
                   step: str = "") -> str:
-    """Two bars: the batch (files finished of all) and the current file (its own progress)."""
+    """Two bars: the batch (files finished of all) and the files in progress (`current`, their names)."""
     batch_bar = _bar(done / total if total else 0.0, "#4f46e5")
     head = (f"批次 Batch: <b>{done} / {total}</b> 个文件完成 files done"
             + (f" · <span style='color:#d62828'>{failed} 失败 failed</span>" if failed else ""))
@@ -316,9 +388,20 @@ def progress_html(done: int, total: int, failed: int, current: str | None = None
         return f'<div class="e2v-batch-progress"><div>{head}</div>{batch_bar}</div>'
     return (
         f'<div class="e2v-batch-progress"><div>{head}</div>{batch_bar}'
-        f'<div class="e2v-meta">当前文件 Current file: <b>{html.escape(current)}</b> · {html.escape(step)} '
+        f'<div class="e2v-meta">当前文件 Current {"file" if len(current) == 1 else "files"}: '
+        f'<b>{html.escape(_span(current))}</b> · {html.escape(step)} '
         f"{fraction:.0%}</div>{_bar(fraction, '#f4a100')}</div>"
     )
+
+
+def _positions(files: range) -> str:
+    """A group's files counted from 1: "3" or "3-6"."""
+    return f"{files.start + 1}" if len(files) == 1 else f"{files.start + 1}-{files.stop}"
+
+
+def _span(names: list[str]) -> str:
+    """`names` as one short line: "a.wav", "a.wav, b.wav", or "a.wav … d.wav (4)"."""
+    return ", ".join(names) if len(names) <= 2 else f"{names[0]} … {names[-1]} ({len(names)})"
 
 
 def idle_html(settings: Settings) -> str:
@@ -352,12 +435,11 @@ class PageView:
 
 
 def page_updates(batch: PageBatch, plan: BatchPlan) -> Iterator[PageView]:
-    """The tab's updates while `plan` runs: the current file's progress (at most every
-    PROGRESS_EVERY_S), a new table row as each file finishes, then the chart and downloads.
+    """The tab's updates while `plan` runs: the progress of the files in progress (at most
+    every PROGRESS_EVERY_S), a new table row as each file finishes, then the chart and downloads.
 
-    The batch runs on a worker thread so the current file's progress can be shown while
-    the model works; closing this generator (the page went away) stops the batch after
-    the file in progress.
+    The batch runs on a worker thread so its progress can be shown while the model works;
+    closing this generator (the page went away) stops the batch after the group in progress.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
@@ -366,7 +448,8 @@ def page_updates(batch: PageBatch, plan: BatchPlan) -> Iterator[PageView]:
     def work() -> None:
         rows: list[dict] = []
         try:
-            for row in batch.rows(plan, lambda fraction, text: events.put(("progress", fraction, text)), stop):
+            for row in batch.rows(plan, lambda fraction, text, files: events.put(("progress", fraction, text, files)),
+                                  stop):
                 rows.append(row)
                 events.put(("row", row))
             events.put(("done", batch.finish(plan, rows) if not stop.is_set() else None))
@@ -377,8 +460,12 @@ def page_updates(batch: PageBatch, plan: BatchPlan) -> Iterator[PageView]:
     worker.start()
     rows: list[dict] = []
     total, failed = len(plan.files), 0
-    current, fraction, step, shown_at = plan.files[0].name, 0.0, "", 0.0
-    yield PageView(progress_html(0, total, 0, current), table_rows(rows))
+    in_progress, fraction, step, shown_at = range(0, 1), 0.0, "", 0.0
+
+    def names() -> list[str] | None:
+        return [plan.files[position].name for position in in_progress] if in_progress else None
+
+    yield PageView(progress_html(0, total, 0, names()), table_rows(rows))
     try:
         while True:
             kind, *payload = events.get()
@@ -390,16 +477,17 @@ def page_updates(batch: PageBatch, plan: BatchPlan) -> Iterator[PageView]:
                                emotion_counts_frame(rows, batch.model.labels), outcome.downloads)
                 return
             if kind == "progress":
-                fraction, step = payload
+                fraction, step, in_progress = payload
                 if time.monotonic() - shown_at < PROGRESS_EVERY_S:
                     continue
             else:
                 rows.append(payload[0])
                 failed += bool(payload[0]["error"])
-                current = plan.files[len(rows)].name if len(rows) < total else None
-                fraction, step = 0.0, ""
+                if len(rows) >= in_progress.stop:  # the group is done: the next file is next
+                    in_progress = range(len(rows), min(len(rows) + 1, total))
+                    fraction, step = 0.0, ""
             shown_at = time.monotonic()
-            yield PageView(progress_html(len(rows), total, failed, current, fraction, step), table_rows(rows))
+            yield PageView(progress_html(len(rows), total, failed, names(), fraction, step), table_rows(rows))
     finally:
         stop.set()
 
@@ -452,10 +540,10 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
         """
         try:
             plan = batch.plan(files, granularity, embedding, speakers)
-            rows = []
-            for row in batch.rows(plan, lambda fraction, text: progress(
-                    (len(rows) + fraction) / len(plan.files), desc=f"{len(rows) + 1}/{len(plan.files)}: {text}")):
-                rows.append(row)
+            total = len(plan.files)
+            rows = [row for row in batch.rows(plan, lambda fraction, text, files: progress(
+                (files.start + fraction * len(files)) / total,
+                desc=f"{_positions(files)}/{total}: {text}"))]
             outcome = batch.finish(plan, rows)
         except Exception as e:  # noqa: BLE001 (every failure is answered in plain text)
             error = refused(e)

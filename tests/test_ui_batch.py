@@ -186,7 +186,7 @@ def test_segment_mode_with_one_speaker_per_channel(batch, tmp_path):
 
 
 def test_the_page_sees_rows_as_they_finish_then_chart_and_downloads(batch, tmp_path):
-    from emotion2vec_ui.ui_batch import page_updates
+    from emotion2vec_ui.ui_batch import page_updates, progress_html
 
     files = [str(clip(tmp_path, f"c{i}.wav", seed=i)) for i in range(3)]
     views = list(page_updates(batch, batch.plan(files, "utterance", False, "one")))
@@ -197,6 +197,64 @@ def test_the_page_sees_rows_as_they_finish_then_chart_and_downloads(batch, tmp_p
     assert "3 / 3" in last.progress and len(last.downloads) == 2
     assert last.chart["files"].sum() == 3 and list(last.chart.columns) == ["emotion", "files"]
     assert "当前文件 Current file: <b>c0.wav</b>" in views[0].progress
+    group = progress_html(1, 5, 0, ["c1.wav", "c2.wav", "c3.wav"], 0.5, "推理 Inference")
+    assert "Current files: <b>c1.wav … c3.wav (3)</b> · 推理 Inference 50%" in group
+
+
+class NotedTurns(TakingTurns):
+    """The shared model as the page holds it, noting the files each turn recognises; it
+    fails on the file named `fail_on` (a model fault that only that file meets)."""
+
+    def __init__(self, recognizer, batch_audio_s: float | None = None, fail_on: str | None = None):
+        super().__init__(recognizer)
+        self.turn_files: list[list[str]] = []
+        self.batch_audio_s = batch_audio_s or recognizer.batch_audio_s
+        self.fail_on = fail_on
+
+    def recognize(self, audios, *args, **kwargs):
+        self.turn_files.append([audio.name for audio in audios])
+        if self.fail_on in self.turn_files[-1]:
+            raise RuntimeError(f"a fault on {self.fail_on}")
+        return super().recognize(audios, *args, **kwargs)
+
+
+def test_files_are_recognised_in_groups_of_the_models_audio_in_flight(tiny_model, tmp_path):
+    from emotion2vec_ui.settings import default_settings
+    from emotion2vec_ui.ui_batch import PageBatch
+
+    settings = default_settings("server", output_dir=str(tmp_path / "outputs"))
+    files = [clip(tmp_path, "a.wav", seed=1), clip(tmp_path, "b.wav", seed=2), clip(tmp_path, "c.wav", seed=3),
+             clip(tmp_path, "long.wav", seconds=5.0, seed=4), clip(tmp_path, "d.wav", seed=5), tmp_path / "bad.wav"]
+    files[-1].write_text("not audio\n" * 30)
+    model = NotedTurns(tiny_model, batch_audio_s=4.0)  # 1.5 s clips: two fit, a third does not
+    rows = list(PageBatch(model, settings).rows(PageBatch(model, settings).plan([str(f) for f in files],
+                                                                                 "utterance", False, "one")))
+    assert model.turn_files == [["a.wav", "b.wav"], ["c.wav"], ["long.wav"], ["d.wav"]]
+    assert [row["file"] for row in rows] == ["a.wav", "b.wav", "c.wav", "long.wav", "d.wav", "bad.wav"]
+    assert [bool(row["error"]) for row in rows] == [False] * 5 + [True]
+    for file, row in zip(files, rows[:5]):  # together or alone, a file scores the same (rows keep 4 decimals)
+        alone = tiny_model.recognize([tiny_model.decode(str(file))])[0].scores
+        assert row["scores"] == pytest.approx(alone, abs=1e-4)
+
+    everything = NotedTurns(tiny_model)  # the CPU's 60 s: every file in one turn
+    batch = PageBatch(everything, settings)
+    list(batch.rows(batch.plan([str(f) for f in files], "utterance", False, "one")))
+    assert everything.turn_files == [["a.wav", "b.wav", "c.wav", "long.wav", "d.wav"]]
+
+
+def test_a_fault_on_one_file_of_a_group_stays_with_that_file(tiny_model, tmp_path):
+    from emotion2vec_ui.settings import default_settings
+    from emotion2vec_ui.ui_batch import PageBatch
+
+    settings = default_settings("server", output_dir=str(tmp_path / "outputs"))
+    files = [str(clip(tmp_path, f"{name}.wav", seed=seed)) for seed, name in enumerate("abc")]
+    model = NotedTurns(tiny_model, fail_on="b.wav")
+    batch = PageBatch(model, settings)
+    rows = list(batch.rows(batch.plan(files, "frame", False, "one")))
+    assert model.turn_files == [["a.wav", "b.wav", "c.wav"], ["a.wav"], ["b.wav"], ["c.wav"]]
+    assert [row["error"] for row in rows] == [
+        "", "b.wav: the server failed on this file (a bug, logged on the server); the rest of the batch went on.", ""]
+    assert all((Path(settings.output_dir) / row["output_folder"]).is_dir() for row in (rows[0], rows[2]))
 
 
 # -- fairness -------------------------------------------------------------------------------
