@@ -66,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "'none' for none)")
     parser.add_argument("--isa", choices=("native", *ISA_ENV), default="native",
                         help="avx2: limit torch, oneDNN, MKL and fbgemm to AVX2 code (emulates an AVX2-only CPU)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="clip-set rounds: after the first, each runs the project's configurations' clip sets "
+                        "again, then the reference's; a round's ratio uses the reference runs before and after "
+                        "it, and the table adds the median over the rounds (default 1)")
     parser.add_argument("--skip-reference", action="store_true", help="measure the project only")
     parser.add_argument("--skip-long", action="store_true", help="leave out the long file")
     parser.add_argument("--reference-mem-gb", type=float, default=16.0,
@@ -158,15 +162,17 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
         {**base, "kind": "reference_short", "clips": clips}, args.timeout)
     run["common"] = common_clips(run["reference"], len(clips))
     common_paths = None if len(run["common"]) == len(clips) else [clips[i] for i in run["common"]]
+    jobs = {"default": {**base, "kind": "project_short", "precision": "default", "clips": clips,
+                        "common": common_paths}}
     default = children.run(
         f"project on {device}, default settings: start-up, 10 s clip, clip set, profile",
-        {**base, "kind": "project_short", "precision": "default", "clips": clips, "common": common_paths,
-         "profile": inputs["profile"]}, args.timeout)
+        {**jobs["default"], "profile": inputs["profile"]}, args.timeout)
     run["short"]["default"] = default
     for precision in ["fp32", *reduced_precisions(args, device)]:
         if default.get("precision") == precision:
             continue  # the default run already measured it
-        job = {**base, "kind": "project_short", "precision": precision, "clips": clips, "common": common_paths}
+        job = jobs[precision] = {**base, "kind": "project_short", "precision": precision, "clips": clips,
+                                 "common": common_paths}
         if precision.startswith("onnx-"):
             exported = children.run(
                 f"export the checkpoint to ONNX ({precision}, once, into the cache)",
@@ -178,16 +184,32 @@ def measure_device(children: Children, args: argparse.Namespace, inputs: dict, d
             job.update(backend="onnx", checkpoint=exported["folder"], precision="default")
         run["short"][precision] = children.run(
             f"project on {device}, {precision}: start-up, 10 s clip, clip set", job, args.timeout)
-    run["reference_after"] = None
+    run["reference_after"], run["rounds"] = None, []
     if run["reference"] is not None and "error" not in run["reference"]:
         # The reference again, so a change in the machine's load during the project's runs shows
         # (and is averaged) instead of moving every ratio one way.
         run["reference_after"] = children.run(
             f"reference on {device} again: the {len(run['common'])} clips it read, after the project's runs",
             {**base, "kind": "reference_clips", "clips": [clips[i] for i in run["common"]]}, args.timeout)
+        run["rounds"] = later_rounds(children, args, jobs, run)
     if inputs["long"]:
         run["long"] = measure_long(children, args, inputs, base)
     return run
+
+
+def later_rounds(children: Children, args: argparse.Namespace, jobs: dict, run: dict) -> list[dict]:
+    """Rounds 2.. of the clip set: each configuration's clips again, then the reference's.
+    Returns per round {"project": {label: result}, "reference": result}."""
+    rounds, device = [], run["device"]
+    common = [run["clips"][i]["path"] for i in run["common"]]
+    for number in range(2, args.rounds + 1):
+        project = {label: children.run(f"round {number} of {args.rounds}: project on {device}, {label}, clip set",
+                                       {**job, "kind": "project_clips"}, args.timeout)
+                   for label, job in jobs.items() if "error" not in run["short"].get(label, {})}
+        reference = children.run(f"round {number} of {args.rounds}: reference on {device}, clip set",
+                                 {**jobs["default"], "kind": "reference_clips", "clips": common}, args.timeout)
+        rounds.append({"project": project, "reference": reference})
+    return rounds
 
 
 def measure_long(children: Children, args: argparse.Namespace, inputs: dict, base: dict) -> dict:
@@ -246,6 +268,8 @@ def build_tables(run: dict, inputs: dict, args: argparse.Namespace) -> str:
         shown = default_label if label == "default" else label
         rows += report.throughput_rows(shown, result, reference, ref_rate, clips, common, args.repeats,
                                        label != "default")
+        if args.rounds > 1 and ref_rate is not None:
+            rows.append(report.rounds_row(shown, report.round_ratios(run, label, common), args.rounds))
     rows += report.long_rows(args.long_seconds or 0, len(inputs["parts"]), run["long"], device)
     if args.tiny:  # a few seconds of audio on a tiny model: the speed targets are the full size's
         rows = report.ungraded(rows)

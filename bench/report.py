@@ -136,6 +136,39 @@ def reference_runs_row(rates: list[float], clips: int) -> Row:
                f"(ratios use the mean)", "–", f"{rates[0]:.2f} / {rates[1]:.2f} audio s/s ({change:+.1f} %)")
 
 
+def round_ratios(run: dict, label: str, common: list[int]) -> list[float]:
+    """Configuration `label`'s clip-set ratio to the reference in each round (rounds that
+    failed left out): round 1 is the main run, between the reference's runs before and
+    after; each later round is between the reference run before it and its own. A round
+    compares with the mean wall time of its two reference runs on the `common` clips."""
+    first = run["short"].get(label, {})
+    if "error" in first or run["reference"] is None or "error" in run["reference"]:
+        return []
+    walls = [sum(run["reference"]["per_clip"][i]["wall_s"] for i in common)]
+    projects = [first["common_s"] if first["common_s"] is not None else first["batch_s"]]
+    for result in [run["reference_after"], *(later["reference"] for later in run["rounds"])]:
+        ok = result is not None and "error" not in result and all("wall_s" in item for item in result["per_clip"])
+        walls.append(sum(item["wall_s"] for item in result["per_clip"]) if ok else None)
+    for later in run["rounds"]:
+        result = later["project"].get(label, {"error": "not run"})
+        projects.append(None if "error" in result else result["common_s"])
+    ratios = []
+    for number, project_s in enumerate(projects):
+        before, after = walls[number], walls[number + 1]
+        if project_s is not None and before is not None and after is not None:
+            ratios.append(divide(statistics.mean([before, after]), project_s))
+    return ratios
+
+
+def rounds_row(label: str, ratios: list[float], rounds: int) -> Row:
+    """The median of a configuration's per-round ratios, graded against its target."""
+    target = INT8_THROUGHPUT_TARGET if "int8" in label else THROUGHPUT_TARGET
+    median = statistics.median(ratios) if ratios else None
+    return Row(f"clip-set throughput, {label}: ratio in each of {rounds} rounds between two reference runs "
+               f"(median graded)", ", ".join(factor(r) for r in ratios) or "failed", "–", factor(median),
+               f">= {target}x reference", status(None if median is None else median >= target))
+
+
 def throughput_rows(label: str, project: dict, reference: dict | None, ref_rate: float | None,
                     clips: list[dict], common: list[int], repeats: int, single_row: bool) -> list[Row]:
     """Clip-set throughput of one project configuration vs the reference, on the clips both read.

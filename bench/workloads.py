@@ -106,14 +106,11 @@ def project_short(job: dict) -> dict:
     The timed clip-set run asks for embeddings (for the drift figures): the mean frame
     features it computes anyway.
     """
-    from emotion2vec_ui import load_model
+    import emotion2vec_ui.pipeline  # noqa: F401 (imported before the load is timed)
 
     device = job["device"]
-    options = {} if job["precision"] == "default" else {"precision": job["precision"]}
     onnx = job.get("backend", "torch") == "onnx"
-    if onnx:
-        options = {"backend": "onnx"}
-    load_s, model = timed(device, lambda: load_model(job["checkpoint"], device=device, **options))
+    load_s, model = timed(device, lambda: _load_project(job))
     first_s, _ = timed(device, lambda: model.predict(job["single"]))
     steady = [timed(device, lambda: model.predict(job["single"]))[0] for _ in range(job["repeats"])]
     batch_s, results = timed(device, lambda: model.predict_batch(job["clips"], embedding=True))
@@ -136,6 +133,27 @@ def project_short(job: dict) -> dict:
     if job.get("profile"):
         out["profile"] = profile(model, job["profile"], job["repeats"])
     return out
+
+
+def project_clips(job: dict) -> dict:
+    """The project's clip set again, after one warm-up request (a later round; job keys as
+    project_short's). Returns common_s: the wall time of the clips the reference read
+    (all of them when `common` is None)."""
+    device = job["device"]
+    model = _load_project(job)
+    model.predict(job["single"])
+    common_s, _ = timed(device, lambda: model.predict_batch(job["common"] or job["clips"]))
+    return {"common_s": common_s}
+
+
+def _load_project(job: dict):
+    """The project's model as `job` asks: its checkpoint, device, precision and backend."""
+    from emotion2vec_ui import load_model
+
+    options = {} if job["precision"] == "default" else {"precision": job["precision"]}
+    if job.get("backend", "torch") == "onnx":
+        options = {"backend": "onnx"}
+    return load_model(job["checkpoint"], device=job["device"], **options)
 
 
 def reference_short(job: dict) -> dict:
@@ -226,6 +244,7 @@ JOBS = {
     "prepare": prepare_inputs,
     "prepare_onnx": prepare_onnx,
     "project_short": project_short,
+    "project_clips": project_clips,
     "reference_short": reference_short,
     "reference_clips": reference_clips,
     "project_long": project_long,

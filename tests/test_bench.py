@@ -28,7 +28,7 @@ def test_tiny_benchmark_prints_the_table(tmp_path):
     results = tmp_path / "RESULTS.md"
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "benchmark.py"), "--tiny", "--device", "cpu",
-         "--cache-dir", str(tmp_path / "cache"), "--results", str(results)],
+         "--rounds", "2", "--cache-dir", str(tmp_path / "cache"), "--results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -65,6 +65,11 @@ def test_tiny_benchmark_prints_the_table(tmp_path):
         assert "failed" not in reference_outcome, reference_outcome
     else:
         assert "failed: m4a x1" in reference_outcome, reference_outcome
+
+    # A second round: each configuration's ratio in both, between the reference runs around it.
+    for label in ("default (fp32)", "int8", "onnx-int8"):
+        cells = table_row(out, f"clip-set throughput, {label}: ratio in each of 2 rounds")
+        assert re.fullmatch(f"{NUMBER}x, {NUMBER}x", cells[1]) and re.fullmatch(f"{NUMBER}x", cells[3]), cells
 
     # The long file, its peak memory against the 4 GB target, and the 30 s parts comparison.
     assert re.fullmatch(f"{NUMBER} s", table_row(out, "40 s file, frame: time")[1])
@@ -113,3 +118,33 @@ def test_speed_rows_are_graded_against_their_targets():
     assert (first.target, first.status) == ("<= 1.2x", "NOT MET")
     assert [(r.target, r.status) for r in report.ungraded([first, report.Row("drift", "0.99")])] == \
         [("<= 1.2x", "–"), ("", "")]
+
+
+def test_each_round_is_compared_with_the_reference_runs_around_it():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def reference(*walls):
+        return {"per_clip": [{"wall_s": wall} for wall in walls]}
+
+    # Clip 1 is the one the reference could not read: only clips 0 and 2 count. Reference runs
+    # of 30, 36, 24 and 30 s; the project's int8 took 10 s, then 11 s, then failed.
+    run = {
+        "reference": {"per_clip": [{"wall_s": 10.0}, {"error": "m4a"}, {"wall_s": 20.0}]},
+        "reference_after": reference(12.0, 24.0),
+        "short": {"int8": {"common_s": 10.0, "batch_s": 99.0}},
+        "rounds": [{"project": {"int8": {"common_s": 11.0}}, "reference": reference(8.0, 16.0)},
+                   {"project": {"int8": {"error": "killed"}}, "reference": reference(10.0, 20.0)}],
+    }
+    ratios = report.round_ratios(run, "int8", [0, 2])
+    assert ratios == pytest.approx([33.0 / 10.0, 30.0 / 11.0])  # (30 + 36) / 2 / 10, (36 + 24) / 2 / 11
+    row = report.rounds_row("int8", ratios, 3)
+    assert (row.project, row.ratio, row.target, row.status) == ("3.30x, 2.73x", "3.01x", ">= 3.0x reference", "met")
+    run["rounds"][0]["reference"] = {"error": "timed out"}  # the round it closes is left out
+    assert report.round_ratios(run, "int8", [0, 2]) == pytest.approx([3.3])
+    run["reference_after"] = None  # and without the run after the first, that one too
+    assert report.round_ratios(run, "int8", [0, 2]) == []
+    assert report.rounds_row("int8", [], 3).status == "–"
