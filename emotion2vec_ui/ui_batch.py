@@ -182,6 +182,7 @@ class PageBatch:
             return _Decoded(position, file, error=_row_error(file.name, e))
 
     def _group_rows(self, group: list[_Decoded], plan: BatchPlan, progress: GroupProgress | None) -> Iterator[dict]:
+        """The group's rows in order: its decoded files recognised in one turn, each result saved."""
         files = range(group[0].position, group[-1].position + 1)
         step = (lambda fraction, text: progress(fraction, text, files)) if progress else (lambda fraction, text: None)
         ready = [decoded for decoded in group if decoded.audio is not None]
