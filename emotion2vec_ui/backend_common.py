@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .errors import WindowTooLongError
+from .errors import ModelLoadError, WindowTooLongError
 from .settings import BACKENDS, MAX_WINDOW_S  # noqa: F401 (re-exported)
 from .settings import PRECISIONS as PRECISION_CHOICES  # noqa: F401 (re-exported)
 
@@ -37,6 +37,22 @@ def cpu_threads() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cap = os.environ.get("OMP_NUM_THREADS", "").strip()
     return min(cores, int(cap)) if cap.isdigit() and int(cap) > 0 else cores
+
+
+def check_lanes(lanes: int | None, device: str, threads: int, default: int | None = None) -> int:
+    """The lanes to run: `lanes`, or `default` (None: 2 on a CPU with `threads` >= 2 threads
+    to compute with, else 1); ModelLoadError for a count that cannot run on `device`."""
+    on_cpu = not str(device).startswith("cuda")
+    if lanes is None:
+        return default if default is not None else (2 if on_cpu and threads >= 2 else 1)
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ModelLoadError(f"lanes={lanes!r}: use a whole number of at least 1.")
+    if lanes > 1 and not on_cpu:
+        raise ModelLoadError(f"lanes={lanes} applies to the CPU; on {device} a batch uses the whole GPU (lanes=1).")
+    if lanes > threads:
+        raise ModelLoadError(f"lanes={lanes} is more than the {threads} threads this process may use (its cores, "
+                             f"at most OMP_NUM_THREADS where set); use at most {threads}.")
+    return lanes
 
 
 @dataclass(frozen=True)

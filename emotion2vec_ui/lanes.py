@@ -22,11 +22,6 @@ import torch
 Result = TypeVar("Result")
 
 
-def default_lanes(cores: int) -> int:
-    """Lanes for a CPU with `cores` cores: two where there are two cores or more."""
-    return 2 if cores >= 2 else 1
-
-
 class CpuLanes:
     """`count` lanes of `threads_each` torch threads each; `submit` starts work in a free one."""
 

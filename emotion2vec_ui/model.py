@@ -31,6 +31,7 @@ from .backend_common import (  # noqa: F401
     ONNX_MANIFEST,
     BackendBase,
     FrameGeometry,
+    check_lanes,
     check_window,
     cpu_threads,
 )
@@ -39,7 +40,7 @@ from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
 from .hub_access import cached_model_folder, require_hub
 from .kernels import layer_linear, pick_linear, quantize_linears_int8
-from .lanes import CpuLanes, default_lanes
+from .lanes import CpuLanes
 from .results import token_to_key, usable_label_indices
 from .settings import DEFAULT_MODEL, HUBS
 
@@ -190,21 +191,6 @@ def load_backend(
     # Results name the checkpoint by hub id, or by folder name: never a server path.
     name = Path(model).expanduser().name if Path(model).expanduser().is_dir() else model
     return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision, lanes=lanes)
-
-
-def check_lanes(lanes: int | None, device: str, threads: int) -> int:
-    """The lanes to run: `lanes`, or the default for `device` with `threads` threads to compute with."""
-    on_cpu = torch.device(device).type == "cpu"
-    if lanes is None:
-        return default_lanes(threads) if on_cpu else 1
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-        raise ModelLoadError(f"lanes={lanes!r}: use a whole number of at least 1.")
-    if lanes > 1 and not on_cpu:
-        raise ModelLoadError(f"lanes={lanes} applies to the CPU; on {device} a batch uses the whole GPU (lanes=1).")
-    if lanes > threads:
-        raise ModelLoadError(f"lanes={lanes} is more than the {threads} threads this process may use (its cores, "
-                             f"at most OMP_NUM_THREADS where set); use at most {threads}.")
-    return lanes
 
 
 def resolve_model_folder(model: str, hub: str) -> Path:

@@ -3,18 +3,27 @@
 Implements the backend interface the pipeline uses (backend_common.BackendBase):
 `encode` runs encoder.onnx on a zero-padded batch with each clip's frame count,
 `logits` runs head.onnx. Needs only `onnxruntime` and numpy at run time.
+
+Lanes (CPU, opt-in): ONNX Runtime gains nothing from two calls on one session at once
+(they share its threads), so each lane is a thread with an encoder session of its own,
+on its share of the cores, holding its own copy of the weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .backend_common import ONNX_MANIFEST as MANIFEST
-from .backend_common import BackendBase, FrameGeometry, cpu_threads
+from .backend_common import BackendBase, FrameGeometry, check_lanes, cpu_threads
 from .errors import ModelLoadError
 
 FORMAT_VERSION = 1
@@ -34,9 +43,10 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", 
 
 class OnnxBackend(BackendBase):
     """An exported emotion2vec folder on ONNX Runtime; safe to call from several threads
-    (ONNX Runtime's `run` is)."""
+    (ONNX Runtime's `run` is). `lanes` > 1 (CPU): that many more encoder sessions, each in
+    a lane thread of its own on `threads // lanes` threads (see the module's docstring)."""
 
-    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None, lanes: int | None = None):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -48,15 +58,30 @@ class OnnxBackend(BackendBase):
         if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelLoadError(f"device {device!r}: this ONNX Runtime has no CUDA provider; "
                                  "install onnxruntime-gpu or use --device cpu.")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(folder / manifest["encoder"]), options, providers=PROVIDERS[kind])
-            self.head = ort.InferenceSession(str(folder / manifest["head"]), options, providers=PROVIDERS[kind])
-        except Exception as e:  # ONNX Runtime raises its own error family for unreadable graphs
-            raise ModelLoadError(f"{folder}: ONNX Runtime cannot load the exported model ({e}). "
-                                 "Export it again with python -m emotion2vec_ui export-onnx.") from e
+        threads = threads or cpu_threads()
+        self.lanes = check_lanes(lanes, device, threads, default=1)
+
+        def session(graph: str, session_threads: int):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = session_threads
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            try:
+                return ort.InferenceSession(str(folder / manifest[graph]), options, providers=PROVIDERS[kind])
+            except Exception as e:  # ONNX Runtime raises its own error family for unreadable graphs
+                raise ModelLoadError(f"{folder}: ONNX Runtime cannot load the exported model ({e}). "
+                                     "Export it again with python -m emotion2vec_ui export-onnx.") from e
+
+        self.session = session("encoder", threads)
+        self.head = session("head", threads)
+        self._lane_sessions = [session("encoder", threads // self.lanes) for _ in range(self.lanes if self.lanes > 1 else 0)]
+        self._lane = threading.local()  # .session: the lane thread's own encoder session
+        self._pool = None
+        if self._lane_sessions:
+            free = queue.SimpleQueue()  # each lane thread takes one session as it starts
+            for lane_session in self._lane_sessions:
+                free.put(lane_session)
+            self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="e2v-onnx-lane",
+                                            initializer=lambda: setattr(self._lane, "session", free.get_nowait()))
         self.name = manifest["name"]
         self.device = device
         self.precision = manifest["precision"]
@@ -77,8 +102,19 @@ class OnnxBackend(BackendBase):
         for row, wav in enumerate(waveforms):
             batch[row, : len(wav)] = wav
         frames = np.array([self.geometry.num_frames(n) for n in lengths], dtype=np.int64)
-        (features,) = self.session.run(["features"], {"waveforms": batch, "frames": frames})
+        session = getattr(self._lane, "session", self.session)  # a lane's own, or the one on every core
+        (features,) = session.run(["features"], {"waveforms": batch, "frames": frames})
         return [features[row, :count] for row, count in enumerate(frames)]
+
+    def run_in_lane(self, work: Callable[..., Any], *args) -> Future:
+        """Start `work(*args)` in the next free lane, whose `encode` runs on its own session."""
+        if self._pool is None:
+            return super().run_in_lane(work, *args)
+        return self._pool.submit(work, *args)
+
+    def lane_threads(self) -> list[int]:
+        """ONNX Runtime's thread count of each lane's session (for the tests)."""
+        return [s.get_session_options().intra_op_num_threads for s in self._lane_sessions]
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Head logits over the usable labels: (..., D) -> (..., K), float32."""
@@ -88,13 +124,15 @@ class OnnxBackend(BackendBase):
         return logits.reshape(*features.shape[:-1], logits.shape[-1])
 
 
-def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = None) -> OnnxBackend:
-    """The exported folder `folder` on ONNX Runtime (`device` "cpu", the default, or "cuda")."""
+def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = None,
+                      lanes: int | None = None) -> OnnxBackend:
+    """The exported folder `folder` on ONNX Runtime (`device` "cpu", the default, or "cuda"),
+    with `lanes` encoder sessions side by side (CPU; default 1)."""
     if folder is None or not Path(folder).expanduser().is_dir():
         shown = "no model was given" if folder is None else f"{str(folder)!r} is not a folder"
         raise ModelLoadError(f"the onnx backend needs as its model a folder written by python -m emotion2vec_ui "
                              f"export-onnx DIR (--model DIR, E2V_MODEL, or load_model's first argument); {shown}.")
-    return OnnxBackend(Path(folder).expanduser(), device or "cpu")
+    return OnnxBackend(Path(folder).expanduser(), device or "cpu", lanes=lanes)
 
 
 def _read_manifest(folder: Path) -> dict:

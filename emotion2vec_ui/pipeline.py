@@ -445,7 +445,8 @@ def load_model(
     input's file size and duration (default: `AudioLimits()`, 1 GiB and 3 hours). `vad`
     (vad.VadSettings) tunes segment mode's speech detection. `lanes`: batches run side by
     side on the CPU, each on its share of the cores (default 2 where there are 2 cores or
-    more: faster for many inputs or long ones; a single batch still uses every core).
+    more: faster for many inputs or long ones; a single batch still uses every core; 1 with
+    backend="onnx", whose lanes are sessions with their own copy of the weights).
     `batch_s`: padded audio seconds in flight at once, shared by the lanes (default 60 on
     the CPU, 480 on a GPU).
     `warm_up` runs a 2 s dummy input once so the first request is as fast as later ones.
@@ -464,15 +465,13 @@ def load_model(
             check_device(device)
         except ValueError as e:
             raise ModelLoadError(f"device {device!r}: {e}.") from None
-    if backend == "onnx" and lanes not in (None, 1):
-        raise ModelLoadError(f"lanes={lanes!r} applies to the torch backend; the onnx backend runs one batch at a time.")
     if backend == "onnx" and precision != "fp32":
         raise ModelLoadError(f"precision {precision!r} does not apply to the onnx backend: an exported folder "
                              "runs the precision it was exported with (export-onnx --int8 for int8).")
     if backend == "onnx":
         from .onnx_backend import load_onnx_backend
 
-        engine = load_onnx_backend(model, device)
+        engine = load_onnx_backend(model, device, lanes)
     else:
         from .model import load_backend  # deferred: imports torch and funasr
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from emotion2vec_ui import ModelLoadError, load_model
+from emotion2vec_ui.backend_common import check_lanes, cpu_threads
 from emotion2vec_ui.lanes import CpuLanes
-from emotion2vec_ui.model import check_lanes, cpu_threads
 
 from .conftest import random_speechlike
 
@@ -124,5 +124,4 @@ def test_lane_counts_are_checked():
         check_lanes(2, "cuda", 8)
     with pytest.raises(ModelLoadError, match="more than the 2 threads"):
         check_lanes(3, "cpu", 2)
-    with pytest.raises(ModelLoadError, match="torch backend"):
-        load_model("any-export-folder", backend="onnx", lanes=2)
+    assert check_lanes(None, "cpu", 4, default=1) == 1 and check_lanes(2, "cpu", 4, default=1) == 2  # onnx

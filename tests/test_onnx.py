@@ -6,11 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 
 from emotion2vec_ui import load_model
+from emotion2vec_ui.backend_common import cpu_threads
 from emotion2vec_ui.cli import main
 from emotion2vec_ui.errors import ModelLoadError
 from emotion2vec_ui.onnx_backend import MANIFEST, load_onnx_backend
@@ -69,6 +71,31 @@ def test_predict_batch_equals_torch(onnx_model, tiny_model, granularity):
         np.testing.assert_allclose(a.embedding, b.embedding, atol=TOLERANCE, rtol=0)
         if granularity == "frame":
             np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=TOLERANCE)
+
+
+@pytest.mark.skipif(cpu_threads() < 2, reason="two lanes need two cores")
+def test_lanes_run_batches_side_by_side_on_sessions_of_their_own(onnx_folder, onnx_model):
+    laned = load_model(onnx_folder, backend="onnx", lanes=2)
+    threads = cpu_threads()
+    assert laned.backend.lanes == 2 and laned.backend.lane_threads() == [threads // 2] * 2
+    assert onnx_model.backend.lanes == 1 and onnx_model.backend.lane_threads() == []
+    calls = []  # (thread name, the session encode runs on) per batch
+    encode = laned.backend.encode
+
+    def noted_encode(waves):
+        calls.append((threading.current_thread().name, getattr(laned.backend._lane, "session", None)))
+        return encode(waves)
+
+    laned.backend.encode = noted_encode
+    clips = [(random_speechlike(s, seed=20 + i), 16_000) for i, s in enumerate([2.0, 5.0, 9.0, 3.5])]
+    ours = laned.predict_batch(clips, granularity="frame", embedding=True)
+    assert len(calls) >= 2 and all(name.startswith("e2v-onnx-lane") for name, _ in calls)
+    assert all(any(session is own for own in laned.backend._lane_sessions) for _, session in calls)
+    for a, b in zip(ours, onnx_model.predict_batch(clips, granularity="frame", embedding=True)):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=1e-5)
+    with pytest.raises(ModelLoadError, match=f"more than the {threads} threads"):
+        load_model(onnx_folder, backend="onnx", lanes=threads + 1)
 
 
 def test_int8_export_stays_close(onnx_int8_folder, tiny_model):
