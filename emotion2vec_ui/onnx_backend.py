@@ -73,7 +73,7 @@ class OnnxBackend(BackendBase):
 
         self.session = session("encoder", threads)
         self.head = session("head", threads)
-        self._lane_sessions = [session("encoder", threads // self.lanes) for _ in range(self.lanes if self.lanes > 1 else 0)]
+        self._lane_sessions = [session("encoder", threads // self.lanes) for _ in range(self.lanes)] if self.lanes > 1 else []
         self._lane = threading.local()  # .session: the lane thread's own encoder session
         self._pool = None
         if self._lane_sessions:
