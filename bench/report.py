@@ -119,14 +119,21 @@ def reference_rate(before: dict | None, after: dict | None, clips: list[dict],
     rate compared with is the audio over the mean of the runs' wall times.
     """
     walls = []
-    if before is not None and "error" not in before:
-        walls.append(sum(before["per_clip"][i]["wall_s"] for i in common))
-        if after is not None and "error" not in after and all("wall_s" in item for item in after["per_clip"]):
-            walls.append(sum(item["wall_s"] for item in after["per_clip"]))
+    if reference_wall(before, common) is not None:
+        walls = [wall for wall in (reference_wall(before, common), reference_wall(after)) if wall is not None]
     if not walls:
         return None, []
     audio_s = sum(clips[i]["seconds"] for i in common)
     return divide(audio_s, statistics.mean(walls)), [divide(audio_s, wall) for wall in walls]
+
+
+def reference_wall(result: dict | None, common: list[int] | None = None) -> float | None:
+    """A reference run's wall time over its clips (`common`: the indexes to count; None: every
+    clip, as a run of just the common clips has them), or None when the run or a clip failed."""
+    if result is None or "error" in result:
+        return None
+    clips = result["per_clip"] if common is None else [result["per_clip"][i] for i in common]
+    return sum(clip["wall_s"] for clip in clips) if all("wall_s" in clip for clip in clips) else None
 
 
 def reference_runs_row(rates: list[float], clips: int) -> Row:
@@ -144,11 +151,9 @@ def round_ratios(run: dict, label: str, common: list[int]) -> list[float]:
     first = run["short"].get(label, {})
     if "error" in first or run["reference"] is None or "error" in run["reference"]:
         return []
-    walls = [sum(run["reference"]["per_clip"][i]["wall_s"] for i in common)]
+    walls = [reference_wall(run["reference"], common)]
+    walls += [reference_wall(result) for result in [run["reference_after"], *(r["reference"] for r in run["rounds"])]]
     projects = [first["common_s"] if first["common_s"] is not None else first["batch_s"]]
-    for result in [run["reference_after"], *(later["reference"] for later in run["rounds"])]:
-        ok = result is not None and "error" not in result and all("wall_s" in item for item in result["per_clip"])
-        walls.append(sum(item["wall_s"] for item in result["per_clip"]) if ok else None)
     for later in run["rounds"]:
         result = later["project"].get(label, {"error": "not run"})
         projects.append(None if "error" in result else result["common_s"])

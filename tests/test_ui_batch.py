@@ -227,8 +227,8 @@ def test_files_are_recognised_in_groups_of_the_models_audio_in_flight(tiny_model
              clip(tmp_path, "long.wav", seconds=5.0, seed=4), clip(tmp_path, "d.wav", seed=5), tmp_path / "bad.wav"]
     files[-1].write_text("not audio\n" * 30)
     model = NotedTurns(tiny_model, batch_audio_s=4.0)  # 1.5 s clips: two fit, a third does not
-    rows = list(PageBatch(model, settings).rows(PageBatch(model, settings).plan([str(f) for f in files],
-                                                                                 "utterance", False, "one")))
+    batch = PageBatch(model, settings)
+    rows = list(batch.rows(batch.plan([str(f) for f in files], "utterance", False, "one")))
     assert model.turn_files == [["a.wav", "b.wav"], ["c.wav"], ["long.wav"], ["d.wav"]]
     assert [row["file"] for row in rows] == ["a.wav", "b.wav", "c.wav", "long.wav", "d.wav", "bad.wav"]
     assert [bool(row["error"]) for row in rows] == [False] * 5 + [True]
