@@ -305,6 +305,9 @@ def notes(run: dict) -> list[str]:
     gemm = run["short"].get("default", {}).get("fp32_gemm")
     if gemm:
         lines.append(f"project float32 linear layers: {gemm} (timed against the other at load)")
+    conv = run["short"].get("default", {}).get("position_conv")
+    if conv:
+        lines.append(f"project positional convolutions: {conv} (timed against the other at load)")
     lines += [f"project {label} failed: {r['error']}" for label, r in run["short"].items() if "error" in r]
     after = run.get("reference_after")
     if after is not None and "error" in after:

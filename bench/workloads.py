@@ -120,6 +120,7 @@ def project_short(job: dict) -> dict:
     out = {
         "precision": f"onnx {model.backend.precision}" if onnx else model.backend.precision,
         "fp32_gemm": _fp32_gemm(model.backend),
+        "position_conv": _position_conv(model.backend),
         "lanes": model.backend.lanes,
         "load_s": load_s,
         "first_s": first_s,
@@ -414,6 +415,16 @@ def _fp32_gemm(backend) -> str | None:
     if linear is None:
         return None
     return "oneDNN" if linear is onednn_linear else "F.linear (MKL on the CPU)"
+
+
+def _position_conv(backend) -> str | None:
+    """How the torch backend runs its positional convolutions (kernels.pick_time_major_conv)."""
+    from emotion2vec_ui.kernels import conv_channel_major
+
+    transformer = getattr(backend, "transformer", None)
+    if transformer is None:
+        return None
+    return "on a channel-major copy" if transformer.conv is conv_channel_major else "channels-last"
 
 
 def _torch_threads() -> int | None:

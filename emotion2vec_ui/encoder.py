@@ -17,7 +17,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from .kernels import LayerLinear, in_place
+from .kernels import LayerLinear, TimeMajorConv, conv_channels_last, in_place
 
 
 class TransformerEncoder:
@@ -25,16 +25,19 @@ class TransformerEncoder:
 
     `net` is funasr's Emotion2vec module; `dtype` the dtype attention runs in (autocast's
     under reduced precision); `cache_bias` keeps one ALiBi bias for the longest input seen
-    (off for export, where the bias is built in the graph from the input's length).
+    (off for export, where the bias is built in the graph from the input's length);
+    `conv` runs the positional convolutions on time-major input (kernels.pick_time_major_conv).
     """
 
-    def __init__(self, net: torch.nn.Module, layer_linear: LayerLinear, dtype: torch.dtype, cache_bias: bool = True):
+    def __init__(self, net: torch.nn.Module, layer_linear: LayerLinear, dtype: torch.dtype, cache_bias: bool = True,
+                 conv: TimeMajorConv = conv_channels_last):
         self.net = net
         self.encoder = net.modality_encoders["AUDIO"]
         self.blocks = [*self.encoder.context_encoder.blocks, *net.blocks]  # transformer blocks, in order
         self.heads = self.blocks[0].attn.num_heads
         self.linear = layer_linear
         self.dtype = dtype
+        self.conv = conv
         self.cache_bias = cache_bias
         self.slopes = alibi_slopes(self.encoder)  # (H_alibi,) or None without ALiBi
         self._bias_cache: torch.Tensor | None = None
@@ -103,17 +106,16 @@ class TransformerEncoder:
         One clip alone is zero-padded at its end by every conv layer; zeroing the batch's
         padding between layers gives each clip exactly that. Each layer is funasr's
         (Conv1d, SamePad, TransposeLast, LayerNorm, TransposeLast, GELU), run time-major:
-        (B, T, D) is the memory of a channels-last conv input, so no layer transposes a
-        copy and oneDNN takes its direct (brgemm) convolution instead of im2col + GEMM
-        (on 2 AVX2 cores the five layers took 20-30 % less time; results within 2e-6 of
-        the channel-major ones, relative).
+        (B, T, D) is the memory of a channels-last conv input; `conv` runs it as one, or on
+        a channel-major copy, whichever was faster at load (results within 2e-6 of each
+        other, relative).
         """
         encoder = self.encoder.relative_positional_encoder
         if self.encoder.modality_cfg.conv_pos_pre_ln:
             pre_norm, encoder = encoder[0], encoder[1]
             x = pre_norm(x)
         for conv, same_pad, _, norm, _, activation in list(encoder)[1:-1]:
-            x = conv_time_major(conv, x)
+            x = self.conv(conv, x)
             if same_pad.remove:
                 x = x[:, : -same_pad.remove]
             x = in_place(activation)(norm(x))
@@ -148,14 +150,6 @@ class TransformerEncoder:
         if scale.size(0) == 1:
             bias = bias * scale.squeeze(0)
         return F.pad(bias, (extra, 0, extra, 0, 0, self.heads - bias.size(1)))
-
-
-def conv_time_major(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """`conv` applied to time-major (B, T, C_in) -> (B, T', C_out), as a 2-D convolution of
-    height 1 on the channels-last view of `x` (no copy either way)."""
-    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-                 padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups)
-    return y.squeeze(2).transpose(1, 2)
 
 
 def alibi_slopes(encoder: torch.nn.Module) -> torch.Tensor:

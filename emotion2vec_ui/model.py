@@ -39,7 +39,7 @@ from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
 from .errors import CheckpointMismatchError, ModelLoadError
 from .hub_access import cached_model_folder, require_hub
-from .kernels import layer_linear, pick_linear, quantize_linears_int8
+from .kernels import layer_linear, pick_linear, pick_time_major_conv, quantize_linears_int8
 from .lanes import CpuLanes
 from .results import token_to_key, usable_label_indices
 from .settings import DEFAULT_MODEL, HUBS
@@ -99,7 +99,10 @@ class Emotion2vecBackend(BackendBase):
         self.front_end = ConvFrontEnd(self.encoder, self.geometry, self.linear,
                                       CONV_PIECES["cuda" if torch.device(device).type == "cuda" else "cpu"],
                                       int8=precision == "int8")
-        self.transformer = TransformerEncoder(net, block_linear, self.dtype)
+        position_conv = next(m for m in self.encoder.relative_positional_encoder.modules()
+                             if isinstance(m, torch.nn.Conv1d))
+        self.transformer = TransformerEncoder(net, block_linear, self.dtype,
+                                              conv=pick_time_major_conv(device, self.dtype, position_conv))
         self.lanes = lanes
         self._cpu_lanes = CpuLanes(lanes, max(1, cpu_threads() // lanes)) if lanes > 1 else None
 

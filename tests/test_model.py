@@ -152,6 +152,38 @@ def test_float32_gemm_timing_measures_both():
     assert 0 < onednn_s < float("inf") and 0 < mkl_s < float("inf")
 
 
+@pytest.mark.parametrize("run", [kernels.conv_channels_last, kernels.conv_channel_major])
+@pytest.mark.parametrize(("stride", "padding", "groups"), [(1, 4, 4), (2, 0, 1), (1, 0, 2)])
+def test_time_major_convolutions_equal_the_plain_one(run, stride, padding, groups):
+    conv = torch.nn.Conv1d(8, 12, 9, stride=stride, padding=padding, groups=groups)
+    x = torch.randn(2, 37, 8)  # (B, T, C_in) time-major
+    with torch.inference_mode():
+        expected = conv(x.transpose(1, 2)).transpose(1, 2)
+        torch.testing.assert_close(run(conv, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels_last_s", "channel_major_s", "picked"), [
+    (0.030, 0.015, kernels.conv_channel_major),  # channel-major clearly faster
+    (0.020, 0.019, kernels.conv_channels_last),  # faster, but within the margin: channels-last
+    (0.015, 0.030, kernels.conv_channels_last),
+])
+def test_position_convolution_layout_is_picked_by_timing(monkeypatch, channels_last_s, channel_major_s, picked):
+    monkeypatch.setattr(kernels, "time_time_major_convs", lambda conv: (channels_last_s, channel_major_s))
+    kernels.cpu_time_major_conv.cache_clear()  # decided once per process and shape: decide again here
+    conv = torch.nn.Conv1d(16, 16, 5, groups=4)
+    try:
+        assert kernels.pick_time_major_conv("cpu", torch.float32, conv) is picked
+        # reduced precision runs under autocast, measured in float32 only: the channels-last default
+        assert kernels.pick_time_major_conv("cpu", torch.bfloat16, conv) is kernels.conv_channels_last
+    finally:
+        kernels.cpu_time_major_conv.cache_clear()
+
+
+def test_position_convolution_timing_measures_both():
+    channels_last_s, channel_major_s = kernels.time_time_major_convs(torch.nn.Conv1d(64, 64, 7, padding=3, groups=4))
+    assert 0 < channels_last_s < float("inf") and 0 < channel_major_s < float("inf")
+
+
 def test_exact_gelu_runs_in_place_and_others_as_they_are():
     x = torch.randn(3, 7, 16)
     expected = torch.nn.functional.gelu(x)
