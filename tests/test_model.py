@@ -95,12 +95,14 @@ def test_front_end_normalising_over_time_runs_whole(tiny_checkpoint, tmp_path):
         torch.testing.assert_close(backend.front_end(wave), whole)
 
 
+@pytest.mark.parametrize("layout", [kernels.conv_channels_last, kernels.conv_channel_major])
 @pytest.mark.parametrize("kernel", [19, 8])  # the published width's kernel, and an even one SamePad trims
-def test_time_major_positional_convolutions_equal_funasr_modules(tiny_checkpoint, kernel):
-    """The positional convolutions run time-major equal funasr's own module."""
+def test_time_major_positional_convolutions_equal_funasr_modules(tiny_checkpoint, kernel, layout):
+    """The positional convolutions on time-major input, either way, equal funasr's own module."""
     from funasr.models.emotion2vec.fairseq_modules import SamePad
 
     backend = load_backend(tiny_checkpoint, device="cpu")
+    backend.transformer.conv = layout
     positional = backend.encoder.relative_positional_encoder
     torch.manual_seed(kernel)
     for layer in list(positional)[1:-1]:
@@ -175,6 +177,17 @@ def test_position_convolution_layout_is_picked_by_timing(monkeypatch, channels_l
         assert kernels.pick_time_major_conv("cpu", torch.float32, conv) is picked
         # reduced precision runs under autocast, measured in float32 only: the channels-last default
         assert kernels.pick_time_major_conv("cpu", torch.bfloat16, conv) is kernels.conv_channels_last
+    finally:
+        kernels.cpu_time_major_conv.cache_clear()
+
+
+@pytest.mark.parametrize("picked", [kernels.conv_channel_major, kernels.conv_channels_last])
+def test_loaded_model_runs_the_picked_position_convolution(monkeypatch, tiny_checkpoint, picked):
+    faster = (0.030, 0.010) if picked is kernels.conv_channel_major else (0.010, 0.030)
+    monkeypatch.setattr(kernels, "time_time_major_convs", lambda conv: faster)
+    kernels.cpu_time_major_conv.cache_clear()
+    try:
+        assert load_backend(tiny_checkpoint, device="cpu").transformer.conv is picked
     finally:
         kernels.cpu_time_major_conv.cache_clear()
 
