@@ -32,8 +32,8 @@ TimeMajorConv = Callable[[torch.nn.Conv1d, torch.Tensor], torch.Tensor]
 # 3.4 GFLOP a call; the library not native to the CPU's vendor is chosen only when it takes
 # under 1/MARGIN of the other's time.
 TIMED_GEMM_SHAPE = (400, 1024, 4096)
-TIMED_GEMM_REPEATS = 3
 MARGIN = 1.1
+TIMED_REPEATS = 3  # each timed kernel's best of this many calls, after a warm-up call
 # The positional convolution timed at load: 10 s of frames, batch of one; the channel-major
 # copy is chosen only when it takes under 1/MARGIN of the channels-last convolution's time.
 TIMED_CONV_FRAMES = 500
@@ -110,21 +110,28 @@ def cpu_fp32_linear() -> Linear:
 
 
 def time_fp32_linears() -> tuple[float, float]:
-    """Best-of-`TIMED_GEMM_REPEATS` seconds of oneDNN's and of F.linear's float32 product on
-    TIMED_GEMM_SHAPE, calls interleaved so a passing load weighs on both (0.25-0.3 s measured
-    on 2 AMD EPYC cores, warm-up included)."""
+    """`best_seconds` of oneDNN's and of F.linear's float32 product on TIMED_GEMM_SHAPE
+    (0.25-0.3 s measured on 2 AMD EPYC cores, warm-up included)."""
     rows, inputs, outputs = TIMED_GEMM_SHAPE
     x, weight, bias = torch.randn(rows, inputs), torch.randn(outputs, inputs), torch.randn(outputs)
-    best = {onednn_linear: float("inf"), F.linear: float("inf")}
+    onednn_s, mkl_s = best_seconds([lambda: onednn_linear(x, weight, bias), lambda: F.linear(x, weight, bias)])
+    return onednn_s, mkl_s
+
+
+def best_seconds(calls: list[Callable[[], object]]) -> list[float]:
+    """Best-of-`TIMED_REPEATS` wall seconds of each call (in inference mode), after one
+    warm-up call each (oneDNN builds its primitive on the first); calls interleaved, so a
+    passing load weighs on all of them."""
+    best = [float("inf")] * len(calls)
     with torch.inference_mode():
-        for linear in best:  # warm-up: oneDNN builds its primitive on the first call
-            linear(x, weight, bias)
-        for _ in range(TIMED_GEMM_REPEATS):
-            for linear in best:
+        for call in calls:
+            call()
+        for _ in range(TIMED_REPEATS):
+            for i, call in enumerate(calls):
                 start = time.perf_counter()
-                linear(x, weight, bias)
-                best[linear] = min(best[linear], time.perf_counter() - start)
-    return best[onednn_linear], best[F.linear]
+                call()
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def conv_channels_last(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -162,20 +169,12 @@ def cpu_time_major_conv(in_channels: int, out_channels: int, kernel: int, groups
 
 
 def time_time_major_convs(conv: torch.nn.Conv1d) -> tuple[float, float]:
-    """Best-of-`TIMED_GEMM_REPEATS` seconds of `conv` on TIMED_CONV_FRAMES time-major frames,
-    channels-last and channel-major, calls interleaved (about 0.1-0.2 s on 2 AMD EPYC cores,
-    warm-up included)."""
+    """`best_seconds` of `conv` on TIMED_CONV_FRAMES time-major frames, channels-last and on
+    a channel-major copy (0.1-0.25 s measured on 2 AMD EPYC cores, warm-up included)."""
     x = torch.randn(1, TIMED_CONV_FRAMES, conv.in_channels)
-    best = {conv_channels_last: float("inf"), conv_channel_major: float("inf")}
-    with torch.inference_mode():
-        for run in best:  # warm-up: oneDNN builds its primitive on the first call
-            run(conv, x)
-        for _ in range(TIMED_GEMM_REPEATS):
-            for run in best:
-                start = time.perf_counter()
-                run(conv, x)
-                best[run] = min(best[run], time.perf_counter() - start)
-    return best[conv_channels_last], best[conv_channel_major]
+    channels_last_s, channel_major_s = best_seconds([lambda: conv_channels_last(conv, x),
+                                                     lambda: conv_channel_major(conv, x)])
+    return channels_last_s, channel_major_s
 
 
 def in_place(activation: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
