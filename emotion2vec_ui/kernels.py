@@ -170,7 +170,7 @@ def cpu_time_major_conv(in_channels: int, out_channels: int, kernel: int, groups
 
 def time_time_major_convs(conv: torch.nn.Conv1d) -> tuple[float, float]:
     """`best_seconds` of `conv` on TIMED_CONV_FRAMES time-major frames, channels-last and on
-    a channel-major copy (0.1-0.25 s measured on 2 AMD EPYC cores, warm-up included)."""
+    a channel-major copy (0.1-0.3 s measured on 2 AMD EPYC cores, warm-up included)."""
     x = torch.randn(1, TIMED_CONV_FRAMES, conv.in_channels)
     channels_last_s, channel_major_s = best_seconds([lambda: conv_channels_last(conv, x),
                                                      lambda: conv_channel_major(conv, x)])
