@@ -4,9 +4,10 @@ Implements the backend interface the pipeline uses (backend_common.BackendBase):
 `encode` runs encoder.onnx on a zero-padded batch with each clip's frame count,
 `logits` runs head.onnx. Needs only `onnxruntime` and numpy at run time.
 
-Lanes (CPU, opt-in): ONNX Runtime gains nothing from two calls on one session at once
-(they share its threads), so each lane is a thread with an encoder session of its own,
-on its share of the cores, holding its own copy of the weights.
+Lanes (CPU, opt-in): each lane is a thread with an encoder session on its share of the
+cores. Lanes of one thread share one session (one copy of the weights): a one-thread session
+runs each call on its caller's thread, so the calls still run side by side. Lanes of more
+threads have a session each (two calls on one session would share its threads).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", 
 
 class OnnxBackend(BackendBase):
     """An exported emotion2vec folder on ONNX Runtime; safe to call from several threads
-    (ONNX Runtime's `run` is). `lanes` > 1 (CPU): that many more encoder sessions, each in
-    a lane thread of its own on `threads // lanes` threads (see the module's docstring)."""
+    (ONNX Runtime's `run` is). `lanes` > 1 (CPU): that many lane threads, each running the
+    encoder on `threads // lanes` threads, on one more session (one thread each) or one
+    session per lane (see the module's docstring)."""
 
     def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None, lanes: int | None = None):
         try:
@@ -73,8 +75,12 @@ class OnnxBackend(BackendBase):
 
         self.session = session("encoder", threads)
         self.head = session("head", threads)
-        self._lane_sessions = [session("encoder", threads // self.lanes) for _ in range(self.lanes)] if self.lanes > 1 else []
-        self._lane = threading.local()  # .session: the lane thread's own encoder session
+        self._lane_sessions = []  # one per lane thread; the same one where each lane has one thread
+        if self.lanes > 1:
+            lane_threads = threads // self.lanes
+            shared = session("encoder", 1) if lane_threads == 1 else None
+            self._lane_sessions = [shared or session("encoder", lane_threads) for _ in range(self.lanes)]
+        self._lane = threading.local()  # .session: the lane thread's encoder session
         self._pool = None
         if self._lane_sessions:
             free = queue.SimpleQueue()  # each lane thread takes one session as it starts
@@ -107,7 +113,7 @@ class OnnxBackend(BackendBase):
         return [features[row, :count] for row, count in enumerate(frames)]
 
     def run_in_lane(self, work: Callable[..., Any], *args) -> Future:
-        """Start `work(*args)` in the next free lane, whose `encode` runs on its own session."""
+        """Start `work(*args)` in the next free lane, whose `encode` runs on the lane's session."""
         if self._pool is None:
             return super().run_in_lane(work, *args)
         return self._pool.submit(work, *args)

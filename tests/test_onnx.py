@@ -15,7 +15,7 @@ from emotion2vec_ui import load_model
 from emotion2vec_ui.backend_common import cpu_threads
 from emotion2vec_ui.cli import main
 from emotion2vec_ui.errors import ModelLoadError
-from emotion2vec_ui.onnx_backend import MANIFEST, load_onnx_backend
+from emotion2vec_ui.onnx_backend import MANIFEST, OnnxBackend, load_onnx_backend
 
 from .conftest import random_speechlike
 
@@ -74,7 +74,7 @@ def test_predict_batch_equals_torch(onnx_model, tiny_model, granularity):
 
 
 @pytest.mark.skipif(cpu_threads() < 2, reason="two lanes need two cores")
-def test_lanes_run_batches_side_by_side_on_sessions_of_their_own(onnx_folder, onnx_model):
+def test_lanes_run_batches_side_by_side_in_threads_of_their_own(onnx_folder, onnx_model):
     laned = load_model(onnx_folder, backend="onnx", lanes=2)
     threads = cpu_threads()
     assert laned.backend.lanes == 2 and laned.backend.lane_threads() == [threads // 2] * 2
@@ -96,6 +96,20 @@ def test_lanes_run_batches_side_by_side_on_sessions_of_their_own(onnx_folder, on
         np.testing.assert_allclose(a.frame_scores, b.frame_scores, atol=1e-5)
     with pytest.raises(ModelLoadError, match=f"more than the {threads} threads"):
         load_model(onnx_folder, backend="onnx", lanes=threads + 1)
+
+
+def test_lanes_of_one_thread_share_one_session(onnx_folder, onnx_model):
+    """A one-thread session runs each call on its caller's thread, so such lanes share one session
+    (one copy of the weights) and still compute side by side; lanes of more threads have their own."""
+    one_each = OnnxBackend(onnx_folder, threads=2, lanes=2)
+    assert one_each.lane_threads() == [1, 1] and one_each._lane_sessions[0] is one_each._lane_sessions[1]
+    assert one_each._lane_sessions[0] is not one_each.session
+    waves = [one_each.prepare(random_speechlike(s, seed=30 + i)) for i, s in enumerate([2.5, 1.2, 3.0, 0.6])]
+    started = [one_each.run_in_lane(one_each.encode, [wave]) for wave in waves]  # all at once
+    for future, wave in zip(started, waves):
+        np.testing.assert_allclose(future.result()[0], onnx_model.backend.encode([wave])[0], atol=1e-5, rtol=0)
+    two_each = OnnxBackend(onnx_folder, threads=4, lanes=2)
+    assert two_each.lane_threads() == [2, 2] and two_each._lane_sessions[0] is not two_each._lane_sessions[1]
 
 
 def test_int8_export_stays_close(onnx_int8_folder, tiny_model):
