@@ -446,7 +446,7 @@ def load_model(
     (vad.VadSettings) tunes segment mode's speech detection. `lanes`: batches run side by
     side on the CPU, each on its share of the cores (default 2 where there are 2 cores or
     more: faster for many inputs or long ones; a single batch still uses every core; 1 with
-    backend="onnx", whose lanes add an encoder session: one more copy of the weights).
+    backend="onnx", whose lanes hold more copies of the weights: one more on 2 cores).
     `batch_s`: padded audio seconds in flight at once, shared by the lanes (default 60 on
     the CPU, 480 on a GPU).
     `warm_up` runs a 2 s dummy input once so the first request is as fast as later ones.

@@ -139,8 +139,8 @@ OPTIONS = (
     Option("backend", "E2V_BACKEND", "torch", "torch, or onnx to run a folder written by export-onnx",
            choices=BACKENDS),
     Option("lanes", "E2V_LANES", "auto", "CPU: batches run side by side, each on its share of the cores "
-           "(auto: 2 where there are 2 cores or more; 1 on a GPU and with --backend onnx, where lanes add an "
-           "encoder session: one more copy of the weights)", parse=_lanes, metavar="N"),
+           "(auto: 2 where there are 2 cores or more; 1 on a GPU and with --backend onnx, where lanes hold "
+           "more copies of the weights: one more on 2 cores)", parse=_lanes, metavar="N"),
     Option("window_s", "E2V_WINDOW_S", 30.0, f"longest piece of audio the model sees at once, "
            f"{MIN_WINDOW_S:g}-{MAX_WINDOW_S:g} s", parse=_window_s, metavar="SECONDS"),
     Option("vad_threshold", "E2V_VAD_THRESHOLD", VAD_THRESHOLD, "segment mode: speech probability that starts "
