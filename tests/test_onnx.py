@@ -100,7 +100,8 @@ def test_lanes_run_batches_side_by_side_in_threads_of_their_own(onnx_folder, onn
 
 def test_lanes_of_one_thread_share_one_session(onnx_folder, onnx_model):
     """A one-thread session runs each call on its caller's thread, so such lanes share one session
-    (one copy of the weights) and still compute side by side; lanes of more threads have their own."""
+    (one copy of the weights), and calls from the lanes at once each get their own features;
+    lanes of more threads have a session each."""
     one_each = OnnxBackend(onnx_folder, threads=2, lanes=2)
     assert one_each.lane_threads() == [1, 1] and one_each._lane_sessions[0] is one_each._lane_sessions[1]
     assert one_each._lane_sessions[0] is not one_each.session
