@@ -75,11 +75,13 @@ class OnnxBackend(BackendBase):
 
         self.session = session("encoder", threads)
         self.head = session("head", threads)
-        self._lane_sessions = []  # one per lane thread; the same one where each lane has one thread
-        if self.lanes > 1:
-            lane_threads = threads // self.lanes
-            shared = session("encoder", 1) if lane_threads == 1 else None
-            self._lane_sessions = [shared or session("encoder", lane_threads) for _ in range(self.lanes)]
+        lane_threads = threads // self.lanes
+        if self.lanes == 1:
+            self._lane_sessions = []
+        elif lane_threads == 1:  # one session for every lane (see the module's docstring)
+            self._lane_sessions = [session("encoder", 1)] * self.lanes
+        else:
+            self._lane_sessions = [session("encoder", lane_threads) for _ in range(self.lanes)]
         self._lane = threading.local()  # .session: the lane thread's encoder session
         self._pool = None
         if self._lane_sessions:
