@@ -218,7 +218,8 @@ def int8_engine() -> str:
 
     On 2 Intel Xeon cores with AMX, oneDNN's product ran the model's layer sizes at
     555-785 GOP/s against fbgemm's 329-397 (AVX512-VNNI); capped below AMX it ran at about
-    fbgemm's speed, with AVX512-VNNI and with AVX2, so fbgemm stays the engine there."""
+    fbgemm's speed, with AVX512-VNNI and with AVX2 (on a Zen 4 with AVX2, faster only while
+    row counts repeat: it builds kernels for each new one), so fbgemm stays the engine there."""
     engines = torch.backends.quantized.supported_engines
     if "onednn" in engines and onednn_has_amx():
         return "onednn"
