@@ -129,7 +129,7 @@ def run_batch(
     started = time.monotonic()
     table = ResultTable(out)
     schema = batch_schema(recognizer, granularity, embedding)
-    todo, summary = plan_batch(table, inputs, schema, retry_failed)
+    todo, summary = plan_batch(table, inputs, schema, retry_failed, model=recognizer.model_name)
     if on_start:
         on_start(len(todo))
     pending: list[dict] = []
@@ -188,17 +188,19 @@ def ctrl_c_noted() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None) -> tuple[list[BatchInput], BatchSummary]:
+def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None,
+               model: str | None = None) -> tuple[list[BatchInput], BatchSummary]:
     """(inputs still to do, a summary with `inputs`, `skipped` and the skipped ones that failed before set).
 
-    Raises BatchTableError if the table exists with other columns than `schema` (None: not checked).
-    `existing` is the table already read, if it was.
+    Raises BatchTableError if the table exists with other columns than `schema`, or with
+    rows of another model than `model` (None: not checked). `existing` is the table
+    already read, if it was.
     """
     items = [item if isinstance(item, BatchInput) else None for item in inputs]
     if any(item is None for item in items):
         items = discover_inputs(inputs)
     existing = table.read() if existing is None else existing
-    table.check_schema(schema, existing)
+    table.check_schema(schema, existing, model)
     done_ok = table.done_keys(existing, failed=False)
     done_all = table.done_keys(existing) if not retry_failed else done_ok
     todo = [item for item in items if item.key not in done_all]

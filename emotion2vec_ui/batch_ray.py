@@ -145,7 +145,9 @@ def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part
         if todo:
             dataset = _dataset(ray, todo, actor_args, workers, gpus, cpus, rows_per_part)
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table.check_schema(batch.schema, existing)  # the model's labels against the table's
+                # the model's labels and name (known once its actor ran) against the table's
+                model = batch.column("model")[0].as_py() if batch.num_rows else None
+                table.check_schema(batch.schema, existing, model)
                 table.append(batch)
                 for row in batch.to_pylist():
                     summary.failed += bool(row["error"])

@@ -299,12 +299,21 @@ class ResultTable:
             if failed or not error
         }
 
-    def check_schema(self, schema: pa.Schema | None, table: pa.Table | None) -> None:
-        """Refuse to add rows of another shape (granularity, embedding, labels) to an existing table."""
-        if schema is not None and table is not None and table.schema.names != schema.names:
+    def check_schema(self, schema: pa.Schema | None, table: pa.Table | None, model: str | None = None) -> None:
+        """Refuse to add rows of another shape (granularity, embedding, labels) to an existing table,
+        or rows of another `model` (its name in results) than the rows it holds."""
+        if table is None:
+            return
+        if schema is not None and table.schema.names != schema.names:
             raise BatchTableError(
                 f"{self.path} was written with other settings (its columns: {', '.join(table.schema.names)}); "
                 "rerun with the same --granularity/--embedding/--model, or choose another --out"
+            )
+        others = sorted(set(table.column("model").to_pylist()) - {model, None}) if model is not None else []
+        if others:
+            raise BatchTableError(
+                f"{self.path} holds results of the model {', '.join(others)}, not of {model}: "
+                "rerun with that --model, or choose another --out"
             )
 
     def append(self, table: pa.Table) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from emotion2vec_ui.batch import iter_batch_rows, run_batch
-from emotion2vec_ui.batch_table import SCORE_PREFIX, ResultTable, read_table
+from emotion2vec_ui.batch_table import SCORE_PREFIX, BatchTableError, ResultTable, read_table
 from emotion2vec_ui.cli import main
 from emotion2vec_ui.manifest import ManifestError, discover_inputs, input_id
 from emotion2vec_ui.testdata import voice_like, write_audio
@@ -199,6 +200,23 @@ def test_other_settings_into_the_same_table_are_refused(corpus, tiny_checkpoint,
     assert ".parquet, .csv, .jsonl" in capsys.readouterr().err
 
 
+def test_another_model_into_the_same_table_is_refused(corpus, tiny_checkpoint, tmp_path, capsys):
+    """Same columns, another checkpoint: its rows would sit beside the first model's as if
+    comparable, and the done ones would be skipped instead of redone."""
+    out = tmp_path / "r.csv"
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "tiny_retrained")
+    assert main(["batch", str(corpus["good"][0]), "--out", str(out), *model_args(tiny_checkpoint)]) == 0
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main(["batch", str(corpus["good"][0]), str(corpus["good"][1]), "--out", str(out),
+                 *model_args(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds results of the model {tiny_checkpoint.name}, not of tiny_retrained" in err
+    assert out.read_bytes() == before and not list(tmp_path.glob(".r.csv*"))
+    assert main(["batch", str(corpus["good"][1]), "--out", str(out), *model_args(tiny_checkpoint)]) == 0
+    assert len(read_table(out)) == 2
+
+
 def test_manifests_csv_dedup_and_errors(corpus, tmp_path):
     table = tmp_path / "calls.csv"
     table.write_text(f"speaker,path\nx,{corpus['good'][0]}\ny,{corpus['good'][0]}\n", encoding="utf-8")
@@ -378,6 +396,11 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, 
     assert (uri.rows, uri.failed) == (7, 2) and sorted(r["path"] for r in written) == sorted(expected)
     for row in written:
         assert row["emotion"] == expected[row["path"]]["emotion"]
+    other = shutil.copytree(tiny_checkpoint, tmp_path / "tiny_retrained")
+    with pytest.raises(BatchTableError, match="holds results of the model .*, not of tiny_retrained"):
+        run_batch_ray([corpus["good"][0], corpus["missing"]], tmp_path / "ray.parquet", "frame", embedding=True,
+                      model=str(other), retry_failed=True)
+    assert rows_by_path(tmp_path / "ray.parquet") == got  # nothing of the other model was added
 
 
 @pytest.mark.slow
