@@ -601,7 +601,8 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
     )
     api_json = gr.JSON(visible=False)
     api_trigger = gr.Button(visible=False)
+    api_speakers = gr.Textbox("one", visible=False)  # text, so any count is accepted (the dropdown offers 2, 3)
     api_trigger.click(
-        predict_batch, inputs=inputs, outputs=[api_json, downloads], api_name="predict_batch",
+        predict_batch, inputs=[*inputs[:3], api_speakers], outputs=[api_json, downloads], api_name="predict_batch",
         concurrency_limit=1, concurrency_id=BATCH_CONCURRENCY_ID,
     )

@@ -355,6 +355,16 @@ def test_rest_batch_limits_and_bad_calls_are_plain_messages(client, tmp_path):
     assert summary["recognised"] == 1
 
 
+def test_rest_batch_takes_any_speaker_count_as_text_or_number(client, tmp_path):
+    """The page offers 2 and 3 speakers; the API takes any count, as /predict does."""
+    one = clip(tmp_path, "one.wav", seconds=3.0)
+    for speakers in ("4", 2):
+        summary, _ = predict_batch(client, [one], "segment", False, speakers)
+        assert (summary["recognised"], summary["failed"]) == (1, 0), speakers
+    with pytest.raises(AppError, match="speakers must be"):
+        predict_batch(client, [one], "segment", False, "0")
+
+
 BATCH_MALFORMED = {  # what a predict_batch call sends -> words its error must contain
     "missing arguments": ([], "predict_batch takes 4 inputs"),
     "files as plain strings": ([["a.wav"], "utterance", False, "one"], "files[0] must be an uploaded file"),
