@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .batch import add_batch_command, run_batch_command
+from .batch import EXIT_INTERRUPTED, add_batch_command, run_batch_command
 from .conversation import check_speaker_names, speakers_option
 from .errors import Emotion2vecError
 from .formats import ACCEPTED_FORMATS
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the model loads or a file is written (saved folders are whole)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of stdout went away (`... --json | head -1`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
         return 141  # 128 + SIGPIPE, as a shell tool killed by the closed pipe
@@ -118,7 +121,7 @@ def _export_onnx(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _predict(args: argparse.Namespace, settings: Settings) -> int:
-    from .outputs import check_free_space, save_recognition, sweep_staging
+    from .outputs import sweep_staging
     from .pipeline import load_model
 
     try:
@@ -129,27 +132,49 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_save:
         sweep_staging(settings.output_dir)
     progress = None if args.quiet or args.json or not sys.stderr.isatty() else _ProgressBar()
-    failed = 0
+    failed = finished = 0
     recognitions = model.iter_recognitions(args.files, args.granularity, args.embedding, progress=progress,
                                            speakers=args.speakers, speaker_names=args.speaker_names)
-    for rec in recognitions:
+    try:
+        for rec in recognitions:
+            if progress:
+                progress.clear()
+            folder = None if args.no_save else _save(rec, settings)
+            finished += 1  # before its line: a Ctrl-C right after the line must not leave it uncounted
+            failed += _print_line(rec, folder, args.json)
+    except KeyboardInterrupt:
         if progress:
             progress.clear()
-        folder = None
-        if rec.error is None and not args.no_save:
-            try:
-                check_free_space(settings.output_dir, int(settings.min_free_disk_mb * 2**20))
-                folder = save_recognition(rec.result, rec.audio, settings.output_dir)
-            except Emotion2vecError as e:
-                rec.error = e
-        if rec.error is not None:
-            failed += 1
-            message = {"input": rec.name, "error": str(rec.error), "error_type": type(rec.error).__name__}
-            print(json.dumps(message, ensure_ascii=False) if args.json else f"{rec.name}\tERROR\t{rec.error}",
-                  file=sys.stdout if args.json else sys.stderr, flush=True)
-            continue
-        print(_format(rec, folder, args.json), flush=True)  # a line per file as it finishes, also into a pipe
+        print(f"\ninterrupted after {finished} of {len(args.files)} files (each saved folder is complete)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 1 if failed else 0
+
+
+def _save(rec, settings: Settings):
+    """Save a good recognition into a new output folder and return that folder (None, with
+    `rec.error` set, when it cannot be saved)."""
+    from .outputs import check_free_space, save_recognition
+
+    if rec.error is not None:
+        return None
+    try:
+        check_free_space(settings.output_dir, int(settings.min_free_disk_mb * 2**20))
+        return save_recognition(rec.result, rec.audio, settings.output_dir)
+    except Emotion2vecError as e:
+        rec.error = e
+        return None
+
+
+def _print_line(rec, folder, as_json: bool) -> bool:
+    """Print a recognition's line (stdout) or its error (stderr; stdout with --json); True if it failed."""
+    if rec.error is not None:
+        message = {"input": rec.name, "error": str(rec.error), "error_type": type(rec.error).__name__}
+        print(json.dumps(message, ensure_ascii=False) if as_json else f"{rec.name}\tERROR\t{rec.error}",
+              file=sys.stdout if as_json else sys.stderr, flush=True)
+        return True
+    print(_format(rec, folder, as_json), flush=True)  # a line per file as it finishes, also into a pipe
+    return False
 
 
 def _format(rec, folder, as_json: bool) -> str:

@@ -141,3 +141,28 @@ def test_progress_bar_draws_on_stderr(capsys):
     assert "\r[#####-----]  50.0% 30 / 60 s of audio" in err
     assert "\r[##########] 100.0% 60 / 60 s of audio" in err
     assert err.endswith("\r")
+
+
+def test_ctrl_c_stops_predict_with_a_message_and_whole_folders(tmp_path, tiny_checkpoint, wav_clip):
+    """Ctrl-C in a run over many files: exit 130, a line saying how far it got, no traceback,
+    and only complete output folders."""
+    import signal
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emotion2vec_ui", "predict", *[str(wav_clip)] * 200, "--model", str(tiny_checkpoint),
+         "--device", "cpu", "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    first_lines = [process.stdout.readline() for _ in range(2)]
+    assert all(line.startswith(str(wav_clip)) for line in first_lines), process.communicate()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    folders = list(out.iterdir())
+    assert f"interrupted after {len(folders)} of 200 files" in stderr
+    assert all((folder / "result.json").is_file() for folder in folders)  # none half-written
+    printed = len(first_lines) + len(stdout.splitlines())  # the line of the last saved one may be cut off
+    assert printed in (len(folders), len(folders) - 1)
