@@ -28,6 +28,7 @@ from .errors import (
 from .outputs import save_recognition
 from .pipeline import Recognition, Recognizer, load_model
 from .results import EMOTION_LABELS, EmotionResult, label_for
+from .vad import VadSettings
 
 __all__ = [
     "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",
@@ -36,5 +37,5 @@ __all__ = [
     "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "SpeakerOptionError",
     "UnsupportedCodecError",
     "save_recognition", "Recognition", "Recognizer", "load_model",
-    "EMOTION_LABELS", "EmotionResult", "label_for",
+    "EMOTION_LABELS", "EmotionResult", "label_for", "VadSettings",
 ]

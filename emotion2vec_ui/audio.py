@@ -173,7 +173,8 @@ def _check_size(num_bytes: int, name: str, limits: AudioLimits) -> None:
     if num_bytes > limits.max_file_bytes:
         raise AudioLimitError(
             f"{name}: {num_bytes / 2**20:.1f} MB is over the {limits.max_file_bytes / 2**20:.0f} MB "
-            "file size limit. Compress or split the file, or raise --max-file-mb (E2V_MAX_FILE_MB)."
+            "file size limit. Compress or split the file, or raise the limit: --max-file-mb or E2V_MAX_FILE_MB "
+            "(in Python: load_model(..., limits=AudioLimits(max_file_bytes=...)))."
         )
 
 
@@ -188,7 +189,8 @@ def _check_rate(rate: int, name: str) -> None:
 def _duration_error(name: str, limits: AudioLimits) -> AudioLimitError:
     return AudioLimitError(
         f"{name}: longer than the {limits.max_duration_s:.0f} s duration limit. "
-        "Split the recording, or raise --max-duration-s (E2V_MAX_DURATION_S)."
+        "Split the recording, or raise the limit: --max-duration-s or E2V_MAX_DURATION_S "
+        "(in Python: load_model(..., limits=AudioLimits(max_duration_s=...)))."
     )
 
 

@@ -59,7 +59,7 @@ def pick_device(device: str | None = None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(
             f"device {device!r} was asked for but this torch build sees no CUDA GPU. "
-            "Use --device cpu (or E2V_DEVICE=cpu), or install a CUDA build of torch."
+            "Use --device cpu (E2V_DEVICE=cpu, or load_model(..., device=\"cpu\")), or install a CUDA build of torch."
         )
     return device
 
@@ -212,7 +212,8 @@ def resolve_model_folder(model: str, hub: str) -> Path:
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise ModelLoadError(
             f"{model!r} is neither a model folder nor a hub id like {DEFAULT_MODEL!r}. "
-            "Set E2V_MODEL (or --model) to a folder holding config.yaml and model.pt, or to a hub id."
+            "Give --model (E2V_MODEL, or load_model's first argument) a folder holding config.yaml and model.pt, "
+            "or a hub id."
         )
     with contained_funasr():
         from funasr.download import download_model_from_hub as funasr_hub
@@ -230,7 +231,8 @@ def resolve_model_folder(model: str, hub: str) -> Path:
             raise ModelLoadError(
                 f"could not download {model!r} from {HUBS[hub]} (cache folder: {hub_cache_dir(hub)}): "
                 f"{type(e).__name__}: {_first_line(e)}. Check the internet connection, or download the "
-                "model folder on another machine and point E2V_MODEL (or --model) at it."
+                "model folder on another machine and give its path as --model (E2V_MODEL, or load_model's first "
+                "argument)."
             ) from e
     return resolve_model_folder(str(folder), hub)
 

@@ -227,3 +227,16 @@ def test_progress_counts_the_files_own_seconds(tiny_model):
     messages = []
     tiny_model.recognize([audio], "utterance", progress=lambda fraction, text: messages.append(text))
     assert len(messages) > 1 and messages[-1] == "70 / 70 s of audio"
+
+
+def test_python_errors_say_how_to_change_it_in_python(tiny_checkpoint, audio_files):
+    """A limit or a bad model met through the Python API names load_model's argument (the
+    library reads no environment variables); VadSettings comes from the package, as documented."""
+    from emotion2vec_ui import AudioLimitError, AudioLimits, ModelLoadError, VadSettings, load_model
+
+    model = load_model(tiny_checkpoint, device="cpu", limits=AudioLimits(max_duration_s=1.0),
+                       vad=VadSettings(join_gap_s=0.2), warm_up=False)
+    with pytest.raises(AudioLimitError, match=r"load_model\(\.\.\., limits=AudioLimits\(max_duration_s=\.\.\.\)\)"):
+        model.predict(audio_files["wav-16000-1ch"])
+    with pytest.raises(ModelLoadError, match="load_model's first argument"):
+        load_model("not a model id", device="cpu")
