@@ -292,6 +292,9 @@ def run_batch_command(args: argparse.Namespace, settings) -> int:
     (finished rows are kept)."""
     from .batch_table import BatchTableError, table_format
 
+    if args.speakers is not None and args.granularity != "segment":
+        print("error: --speakers applies to --granularity segment only", file=sys.stderr)
+        return EXIT_USAGE
     try:
         table_format(args.out)
     except BatchTableError as e:

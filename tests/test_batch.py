@@ -198,6 +198,9 @@ def test_other_settings_into_the_same_table_are_refused(corpus, tiny_checkpoint,
     assert "written with other settings" in capsys.readouterr().err
     assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "r.xlsx")]) == 2
     assert ".parquet, .csv, .jsonl" in capsys.readouterr().err
+    assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "s.csv"), "--speakers", "2"]) == 2
+    assert "--speakers applies to --granularity segment only" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_another_model_into_the_same_table_is_refused(corpus, tiny_checkpoint, tmp_path, capsys):

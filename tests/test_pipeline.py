@@ -240,3 +240,19 @@ def test_python_errors_say_how_to_change_it_in_python(tiny_checkpoint, audio_fil
         model.predict(audio_files["wav-16000-1ch"])
     with pytest.raises(ModelLoadError, match="load_model's first argument"):
         load_model("not a model id", device="cpu")
+
+
+def test_speaker_options_outside_segment_mode_are_refused(tiny_model, audio_files, tmp_path):
+    """Speakers or names with utterance/frame would be silently ignored; names that cannot fit
+    are refused before the file is even opened."""
+    from emotion2vec_ui import SpeakerOptionError
+
+    clip = audio_files["wav-44100-2ch"]
+    for options in ({"speakers": "channels"}, {"speakers": 2}, {"speaker_names": ["agent"]}):
+        with pytest.raises(SpeakerOptionError, match='apply to granularity="segment" only'):
+            tiny_model.predict(clip, "frame", **options)
+        with pytest.raises(SpeakerOptionError, match='apply to granularity="segment" only'):
+            tiny_model.predict_batch([clip], on_error="return", **options)
+    with pytest.raises(SpeakerOptionError, match="3 speaker names given for 2 speaker"):
+        tiny_model.predict(tmp_path / "not_there.wav", "segment", speakers=2, speaker_names=["a", "b", "c"])
+    assert tiny_model.predict(clip, "utterance", speakers="one").granularity == "utterance"
