@@ -276,7 +276,7 @@ def add_batch_command(commands) -> None:
                        help=f"rows committed together (default {ROWS_PER_PART}): a kill loses at most these")
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-file errors")
     add_options(batch, "cli")
-    ray = batch.add_argument_group("engine", "run on Ray Data (pip install 'emotion2vec-ui[ray]')")
+    ray = batch.add_argument_group("engine", "run on Ray Data (pip install 'ray[data]', or '.[ray]' in the project folder)")
     ray.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
     ray.add_argument("--address", default=None, help="Ray cluster to join (e.g. auto or HOST:6379); "
                      "default: start a local Ray")

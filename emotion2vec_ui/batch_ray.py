@@ -21,7 +21,7 @@ from .batch import ROWS_PER_PART, BatchSummary, RowCallback, iter_batch_rows, pl
 from .errors import Emotion2vecError
 from .manifest import BatchInput, discover_inputs
 
-INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'emotion2vec-ui[ray]' (or pip install 'ray[data]')"
+INSTALL_HINT = "the Ray engine needs Ray Data: pip install 'ray[data]' (or pip install '.[ray]' in the project folder)"
 
 
 class RayUnavailableError(Emotion2vecError, ImportError):
