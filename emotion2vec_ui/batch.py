@@ -58,7 +58,7 @@ class BatchSummary:
         before = (f" ({self.failed_before} of them in earlier runs: --retry-failed redoes those)"
                   if self.failed_before else "")
         return (f"{state}done {self.done}, skipped {self.skipped}, failed {self.failed}{before} -> "
-                f"{self.out} ({self.rows} rows, {self.seconds:.1f} s)")
+                f"{self.out} ({self.rows} row{'' if self.rows == 1 else 's'}, {self.seconds:.1f} s)")
 
 
 def batch_schema(recognizer, granularity: str = "utterance", embedding: bool = False):

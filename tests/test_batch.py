@@ -195,7 +195,8 @@ def test_other_settings_into_the_same_table_are_refused(corpus, tiny_checkpoint,
     code = main(["batch", str(corpus["good"][0]), "--out", str(out), "--granularity", "frame",
                  *model_args(tiny_checkpoint)])
     assert code == 2
-    assert "written with other settings" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "written with other settings" in captured.err and "(1 row, " in captured.out
     assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "r.xlsx")]) == 2
     assert ".parquet, .csv, .jsonl" in capsys.readouterr().err
     assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "s.csv"), "--speakers", "2"]) == 2
