@@ -5,6 +5,8 @@ its wheel): (256,) unit vectors, one per 1.6 s partial window at 1.3 windows a s
 averaged per segment. Segments are grouped by average-linkage clustering on cosine
 distance; with the number of speakers unknown, one speaker is kept when even the two
 most different groups are close, otherwise the count with the best silhouette wins.
+With fewer segments than speakers asked for (or a single segment), the partial windows
+are clustered instead, since one segment may hold a whole exchange.
 A segment whose partial windows follow two speakers in turn is split where the voice
 changes (in the quietest 160 ms where the last window of one voice and the first of the
 next overlap), or flagged when the runs are too short to split.
@@ -67,7 +69,14 @@ def diarize(waveform: np.ndarray, segments: list[tuple[float, float]], num_speak
     embedded = embed_segments(waveform, segments)
     vectors = np.stack([e.vector for e in embedded])
     labels = cluster(vectors, num_speakers)
-    centroids = _unit(np.stack([vectors[labels == k].mean(axis=0) for k in range(labels.max() + 1)]))
+    if labels.max() + 1 < (num_speakers or 1) or (num_speakers is None and len(vectors) == 1):
+        # fewer segments than speakers, or one segment to go on: tell the voices apart by the
+        # partial windows, then give each segment its nearest voice (and split it where it changes)
+        partials = np.concatenate([e.partials for e in embedded])
+        centroids = _centroids(partials, cluster(partials, num_speakers))
+        labels = (vectors @ centroids.T).argmax(axis=1)
+    else:
+        centroids = _centroids(vectors, labels)
     turns = []
     for item, label in zip(embedded, labels):
         turns.extend(_split_on_change(item, int(label), centroids, waveform))
@@ -119,6 +128,11 @@ def cluster(vectors: np.ndarray, num_speakers: int | None = None) -> np.ndarray:
         k = max(candidates, key=lambda n: silhouette(distances, fcluster(tree, n, criterion="maxclust")))
     labels = fcluster(tree, k, criterion="maxclust") if k > 1 else np.zeros(count, dtype=int)
     return _first_appearance(np.asarray(labels))
+
+
+def _centroids(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(K, E) unit mean vector of each of the K labels 0..K-1 of (S, E) `vectors`."""
+    return _unit(np.stack([vectors[labels == k].mean(axis=0) for k in range(labels.max() + 1)]))
 
 
 def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:

@@ -59,10 +59,10 @@ def assemble(pieces: list[tuple[str, np.ndarray]], pauses_s: list[float], seed: 
     return (waveform + noise).astype(np.float32), regions
 
 
-def dialogue(pauses_s: list[float] | None = None) -> tuple[np.ndarray, list[Region]]:
-    """The DIALOGUE in one channel; who is "low" or "high"."""
+def dialogue(pauses_s: list[float] | None = None, lines: int = len(DIALOGUE)) -> tuple[np.ndarray, list[Region]]:
+    """The first `lines` of the DIALOGUE in one channel; who is "low" or "high"."""
     pauses_s = pauses_s or [0.7, 1.0, 1.3, 1.2, 0.9, 1.1, 0.8, 0.6]  # all longer than the VAD's join gap
-    return assemble([(voice, line(voice, text)) for voice, text in DIALOGUE], pauses_s)
+    return assemble([(voice, line(voice, text)) for voice, text in DIALOGUE[:lines]], pauses_s)
 
 
 def stereo_call() -> tuple[np.ndarray, list[Region]]:

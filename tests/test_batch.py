@@ -362,7 +362,8 @@ def test_missing_ray_says_how_to_install(monkeypatch):
     from emotion2vec_ui.batch_ray import RayUnavailableError, import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(RayUnavailableError, match=r"pip install 'ray\[data\]' \(or pip install '\.\[ray\]' in the project folder\)"):
+    with pytest.raises(RayUnavailableError,
+                       match=r"pip install 'ray\[data\]' \(or pip install '\.\[ray\]' in the project folder\)"):
         import_ray()
 
 

@@ -44,6 +44,8 @@ def test_one_voice_stays_one_speaker():
     waveform = np.concatenate([silence, clip, silence, clip[::-1].copy(), silence, clip])
     turns = diarize(waveform, detect_speech(waveform))
     assert len(turns) >= 3 and {t.speaker for t in turns} == {0}
+    alone = diarize(clip, [(0.0, len(clip) / 16_000)])  # one segment: its partial windows are clustered
+    assert {t.speaker for t in alone} == {0}
 
 
 def test_silhouette_matches_scikit_learn():
@@ -66,3 +68,16 @@ def test_cluster_counts_and_numbers_by_first_appearance():
     assert labels.tolist() == [0, 0, 1, 2, 1, 0, 2, 2, 1, 0]
     assert cluster(vectors, 2).max() == 1 and cluster(vectors, 1).tolist() == [0] * len(rows)
     assert cluster(vectors[:1]).tolist() == [0]
+
+
+@pytest.mark.parametrize("num_speakers", [None, 2])
+def test_two_voices_in_a_single_segment_are_told_apart(num_speakers):
+    """Two lines with a 0.15 s pause form one speech segment: no second segment to cluster
+    with, so the voices are found in its partial windows."""
+    waveform, regions = dialogue([0.5, 0.15, 0.5], lines=2)
+    segments = detect_speech(waveform)
+    assert len(segments) == 1
+    turns = diarize(waveform, segments, num_speakers)
+    assert [t.speaker for t in turns] == [0, 1]
+    assert abs(turns[1].start_s - (regions[0][1] + regions[1][0]) / 2) < 0.5
+    assert speaker_accuracy(turns, regions) >= 0.9
