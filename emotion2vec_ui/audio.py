@@ -38,6 +38,8 @@ MIN_SOURCE_RATE = 8_000  # Hz
 MAX_SOURCE_RATE = 192_000  # Hz
 RESAMPLE_QUALITY = "HQ"  # soxr quality preset: no warm-up, about 1 ms per second of audio
 TRUNCATION_TOLERANCE_S = 0.25  # decoded may fall this short of the declared duration
+RECOMMENDED_S = (1.0, 30.0)  # seconds: the clip lengths the model does best on (longer works too)
+QUIET_PEAK_DBFS = -45.0  # a clip whose loudest sample stays below this is taken as silent
 
 ACCEPTED_INPUTS = (
     f"a path to an audio file ({ACCEPTED_FORMATS}), "
@@ -424,3 +426,18 @@ def _declared_duration_s(container, stream, format_name: str) -> float | None:
     if format_name not in ("flac", "mp3") or stream.duration is None or stream.time_base is None:
         return None
     return float(stream.duration * stream.time_base)
+
+
+def clip_warnings(waveform: np.ndarray) -> list[str]:
+    """What a result may suffer from in a 16 kHz mono clip (N,): shorter than RECOMMENDED_S,
+    or nearly silent (peak below QUIET_PEAK_DBFS). Empty when neither."""
+    warnings = []
+    seconds = len(waveform) / SAMPLE_RATE
+    if seconds < RECOMMENDED_S[0]:
+        warnings.append(f"音频很短 Short clip: {seconds:.2f} s, under the recommended {RECOMMENDED_S[0]:g} s; "
+                        "the result may be unreliable.")
+    peak = float(np.abs(waveform).max()) if len(waveform) else 0.0
+    if peak < 10 ** (QUIET_PEAK_DBFS / 20):
+        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        warnings.append(f"几乎无声 Nearly silent: the loudest sample is {level}; the result says little.")
+    return warnings

@@ -173,6 +173,9 @@ def _print_line(rec, folder, as_json: bool) -> bool:
         print(json.dumps(message, ensure_ascii=False) if as_json else f"{rec.name}\tERROR\t{rec.error}",
               file=sys.stdout if as_json else sys.stderr, flush=True)
         return True
+    if not as_json:  # in --json they are the result's "warnings"
+        for warning in rec.result.warnings:
+            print(f"{rec.name}\tWARNING\t{warning}", file=sys.stderr, flush=True)
     print(_format(rec, folder, as_json), flush=True)  # a line per file as it finishes, also into a pipe
     return False
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, Audio, AudioLimits, load_audio
+from .audio import SAMPLE_RATE, Audio, AudioLimits, clip_warnings, load_audio
 from .errors import Emotion2vecError, ModelLoadError, SpeakerOptionError
 from .results import GRANULARITIES, EmotionResult, build_result
 
@@ -266,9 +266,12 @@ class Recognizer:
         if granularity == "segment":
             from .conversation import recognize_segments  # deferred: loads the VAD
 
-            return [recognize_segments(self, audio, speakers, speaker_names, embedding, vad=self.vad,
-                                       progress=progress)
-                    for audio in audios]
+            results = [recognize_segments(self, audio, speakers, speaker_names, embedding, vad=self.vad,
+                                          progress=progress)
+                       for audio in audios]
+            for audio, result in zip(audios, results):
+                result.warnings = clip_warnings(audio.waveform)
+            return results
         backend = self.backend
         tracks = []
         for audio in audios:
@@ -358,10 +361,12 @@ class Recognizer:
         vector = None
         if embedding:
             vector = track.stitched(track.frame_features) if granularity == "frame" else mean_features
-        return build_result(
+        result = build_result(
             utterance_probs, self.labels, granularity, track.audio.duration_s, self.model_name,
             source=track.audio.name, embedding=vector, frame_probs=frame_probs,
         )
+        result.warnings = clip_warnings(track.audio.waveform)
+        return result
 
     def _recognize_each(self, recs, granularity, embedding, progress, speakers, speaker_names) -> list:
         """`recognize` on the decoded inputs of `recs`; a segment-mode error stays with its input."""

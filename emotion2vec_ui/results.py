@@ -157,7 +157,8 @@ class EmotionResult:
     in seconds. `embedding` is (D,) for "utterance" and (T, D) for "frame" when asked,
     else None (D = 1024 for plus_large). Segment mode fills `segments`, `speakers` and
     `timings_s` ({"vad", "speakers", "emotion"} seconds), its `embedding` is (S, D) one
-    row per segment, and `note` says when no speech was found.
+    row per segment, and `note` says when no speech was found. `warnings` say what the
+    result may suffer from: a clip under 1 s, a nearly silent one (audio.clip_warnings).
     """
 
     emotion: str
@@ -174,6 +175,7 @@ class EmotionResult:
     speakers: list[SpeakerSummary] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     note: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -265,6 +267,8 @@ class EmotionResult:
             data["timings_s"] = {key: round(value, 3) for key, value in self.timings_s.items()}
         if self.note:
             data["note"] = self.note
+        if self.warnings:
+            data["warnings"] = self.warnings
         return data
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio import SAMPLE_RATE, Audio
+from .audio import RECOMMENDED_S, SAMPLE_RATE, Audio, clip_warnings
 from .errors import AudioError, Emotion2vecError
 from .formats import ACCEPTED_FORMATS
 from .outputs import (
@@ -59,8 +59,6 @@ from .ui_upload import upload_script
 from .ui_views import (
     EMOTION_COLORS,
     GRANULARITIES,
-    RECOMMENDED_S,
-    clip_notes,
     emotion_name,
     emotion_track,
     headline_html,
@@ -158,7 +156,7 @@ def recognize_file(
         f"[2/4] 重采样 Resampling: {audio.source_rate} Hz {audio.source_channels} ch → "
         f"{SAMPLE_RATE} Hz mono, {audio.duration_s:.2f} s ({len(audio.waveform)} samples)",
     ]
-    notes = clip_notes(audio.waveform)
+    notes = clip_warnings(audio.waveform)  # also the result's `warnings`
     log_lines += [f"注意 Note: {note}" for note in notes]
     started = time.perf_counter()
     result = model.recognize(

@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
 from .results import FRAME_HOP_S, EmotionResult, label_for
 
 GRANULARITIES = {  # value -> (radio label, one-line explanation)
@@ -37,8 +36,6 @@ SEGMENT_MIN_S = 0.5  # shortest segment in the table for clips up to SEGMENT_ROW
 SEGMENT_ROWS = 120  # about the most segments the table shows for a long clip
 PAGE_JSON_ITEMS = 200  # longest list the page's JSON viewer shows in full
 PAGE_JSON_DIGITS = 4  # decimals of the probabilities the page's JSON viewer shows (result.json keeps all)
-RECOMMENDED_S = (1.0, 30.0)  # seconds: the clip lengths the model does best on (longer works too)
-QUIET_PEAK_DBFS = -45.0  # a clip whose loudest sample stays below this is taken as silent
 
 
 def emotion_name(key: str) -> str:
@@ -49,7 +46,7 @@ def emotion_name(key: str) -> str:
 
 def headline_html(result: EmotionResult | None, notes: list[str] | None = None) -> str:
     """The main emotion card: "😊 快乐 (Happy) 置信度: 85.3%", what that number is, and
-    `notes` on the clip (see `clip_notes`); or a hint before any result."""
+    `notes` on the clip (see audio.clip_warnings); or a hint before any result."""
     if result is None:
         return (
             '<div class="e2v-card e2v-empty">等待识别 · Waiting for audio<br>'
@@ -71,21 +68,6 @@ def headline_html(result: EmotionResult | None, notes: list[str] | None = None) 
         + "".join(f'<div class="e2v-note">⚠️ {html.escape(note)}</div>' for note in notes or [])
         + "</div></div>"
     )
-
-
-def clip_notes(waveform: np.ndarray) -> list[str]:
-    """Warnings about a 16 kHz mono clip (N,) the result may suffer from: shorter than
-    RECOMMENDED_S, or silent (peak below QUIET_PEAK_DBFS)."""
-    notes = []
-    seconds = len(waveform) / SAMPLE_RATE
-    if seconds < RECOMMENDED_S[0]:
-        notes.append(f"音频很短 Short clip: {seconds:.2f} s, under the recommended {RECOMMENDED_S[0]:g} s; "
-                     "the result may be unreliable.")
-    peak = float(np.abs(waveform).max()) if len(waveform) else 0.0
-    if peak < 10 ** (QUIET_PEAK_DBFS / 20):
-        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
-        notes.append(f"几乎无声 Nearly silent: the loudest sample is {level}; the result says little.")
-    return notes
 
 
 def score_bars_html(result: EmotionResult | None) -> str:

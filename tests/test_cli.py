@@ -166,3 +166,18 @@ def test_ctrl_c_stops_predict_with_a_message_and_whole_folders(tmp_path, tiny_ch
     assert all((folder / "result.json").is_file() for folder in folders)  # none half-written
     printed = len(first_lines) + len(stdout.splitlines())  # the line of the last saved one may be cut off
     assert printed in (len(folders), len(folders) - 1)
+
+
+def test_a_short_silent_file_is_recognised_with_warnings(model_env, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(8_000, dtype=np.float32), 16_000)
+    assert main(["predict", str(quiet), "--no-save"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{quiet}\t")
+    assert f"{quiet}\tWARNING\t音频很短 Short clip: 0.50 s" in err and f"{quiet}\tWARNING\t几乎无声 Nearly silent" in err
+    assert main(["predict", str(quiet), "--no-save", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["warnings"]) == 2 and err == ""

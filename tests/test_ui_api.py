@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.ui_server import MAX_FILE_MB, REPO, app_env, ui_server  # noqa: F401  (ui_server is a fixture)
@@ -46,6 +47,7 @@ def check_recognition(ui_server, data, files, granularity, embedding, source_nam
         assert data["segments"] and data["segments"][0]["start_s"] == 0.0
     else:
         assert "frame_scores" not in data and "segments" not in data
+    assert "warnings" not in data  # speech-like clips of seconds: nothing to warn about
     expected = {"result.json", "processed_audio.wav"} | ({"embedding.npy"} if embedding else set())
     assert {Path(f).name for f in files} == expected
     assert ("embedding_shape" in data) == embedding
@@ -86,6 +88,18 @@ def test_other_options(client, ui_server, wav_clip, granularity, embedding):  # 
     check_recognition(ui_server, data, files, granularity, embedding, wav_clip.name)
     if embedding:
         assert data["embedding_shape"][0] > 1
+
+
+def test_a_short_silent_clip_comes_back_with_warnings(client, ui_server, tmp_path):  # noqa: F811
+    import soundfile as sf
+
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(8_000, dtype=np.float32), 16_000)
+    data, _ = predict(client, quiet)
+    assert len(data["warnings"]) == 2
+    assert "Short clip: 0.50 s" in data["warnings"][0] and "digital silence" in data["warnings"][1]
+    saved = json.loads((ui_server.output_dir / data["output_folder"] / "result.json").read_text(encoding="utf-8"))
+    assert saved["warnings"] == data["warnings"]
 
 
 def bad_files(folder: Path, audio_files: dict) -> dict[str, Path]:
@@ -296,19 +310,19 @@ def test_segment_table_follows_the_smoothed_track_the_plot_shows():
         assert len(inside) and (inside > 100 / 3).all()
 
 
-def test_clip_notes_warn_about_short_and_silent_clips():
+def test_clip_warnings_warn_about_short_and_silent_clips():
     import numpy as np
 
-    from emotion2vec_ui.ui_views import clip_notes
+    from emotion2vec_ui.audio import clip_warnings
     from tests.conftest import random_speechlike
 
     speech = random_speechlike(3.0)
-    assert clip_notes(speech) == []
-    short = clip_notes(speech[:8_000])
+    assert clip_warnings(speech) == []
+    short = clip_warnings(speech[:8_000])
     assert len(short) == 1 and "Short clip: 0.50 s, under the recommended 1 s" in short[0]
-    silent = clip_notes(np.zeros(48_000, dtype=np.float32))
+    silent = clip_warnings(np.zeros(48_000, dtype=np.float32))
     assert len(silent) == 1 and "Nearly silent" in silent[0] and "digital silence" in silent[0]
-    hum = clip_notes(speech * 0.001)  # about -66 dBFS
+    hum = clip_warnings(speech * 0.001)  # about -66 dBFS
     assert len(hum) == 1 and "dBFS" in hum[0]
 
 
