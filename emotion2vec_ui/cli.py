@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .batch import EXIT_INTERRUPTED, add_batch_command, run_batch_command
 from .conversation import check_speaker_names, speakers_option
@@ -139,8 +143,9 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
         for rec in recognitions:
             if progress:
                 progress.clear()
-            folder = None if args.no_save else _save(rec, settings)
-            finished += 1  # before its line: a Ctrl-C right after the line must not leave it uncounted
+            with _ctrl_c_held():  # a saved folder is always counted
+                folder = None if args.no_save else _save(rec, settings)
+                finished += 1
             failed += _print_line(rec, folder, args.json)
     except KeyboardInterrupt:
         if progress:
@@ -149,6 +154,24 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     return 1 if failed else 0
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) during the block raises KeyboardInterrupt when the block ends, not
+    within it; only where Python's own Ctrl-C handler is installed, in the main thread."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _save(rec, settings: Settings):
