@@ -5,8 +5,11 @@ its wheel): (256,) unit vectors, one per 1.6 s partial window at 1.3 windows a s
 averaged per segment. Segments are grouped by average-linkage clustering on cosine
 distance; with the number of speakers unknown, one speaker is kept when even the two
 most different groups are close, otherwise the count with the best silhouette wins.
-With fewer segments than speakers asked for (or a single segment), the partial windows
-are clustered instead, since one segment may hold a whole exchange.
+The speakers' voices (the centroids that turns are matched to) then come from clustering
+the partial windows into that many groups, since a segment's mean blends every voice in
+it; when the segments' means look like one voice (or there are fewer segments than
+speakers asked for), the partial windows decide the count too, as one segment may hold a
+whole exchange.
 A segment whose partial windows follow two speakers in turn is split where the voice
 changes (in the quietest 160 ms where the last window of one voice and the first of the
 next overlap), or flagged when the runs are too short to split.
@@ -28,9 +31,11 @@ PARTIAL_BATCH = 256  # partial windows per forward pass of the encoder
 MAX_SPEAKERS = 8  # most speakers "auto" looks for
 SAME_SPEAKER_DISTANCE = 0.3  # cosine distance: groups closer than this are one speaker
 MIN_RUN_PARTIALS = 2  # a voice change is split only when both sides hold this many partials
+MIN_SPEAKER_PARTIALS = 3  # with the count unknown, a speaker found in the partial windows needs this many
 MIN_PIECE_S = 0.5  # no split leaves a piece shorter than this
 QUIET_CHUNK = 256  # samples: the resolution of the quietest-point search (16 ms)
 QUIET_SPAN = 10  # chunks: a voice change is cut in the quietest 160 ms, a pause rather than a stop consonant
+CHANGE_MARGIN_SHARE = 0.25  # of a partial window: how far past the middles the search for the cut reaches
 
 
 @dataclass
@@ -69,11 +74,17 @@ def diarize(waveform: np.ndarray, segments: list[tuple[float, float]], num_speak
     embedded = embed_segments(waveform, segments)
     vectors = np.stack([e.vector for e in embedded])
     labels = cluster(vectors, num_speakers)
-    if labels.max() + 1 < (num_speakers or 1) or (num_speakers is None and len(vectors) == 1):
-        # fewer segments than speakers, or one segment to go on: tell the voices apart by the
-        # partial windows, then give each segment its nearest voice (and split it where it changes)
+    count = int(labels.max()) + 1
+    if count < (num_speakers or 2):
+        count = num_speakers  # one voice by the segments' means, or fewer segments than speakers
+    if count is None or count > 1:
+        # the voices themselves come from the partial windows (a segment's mean blends every voice
+        # in it); each segment then gets its nearest voice, and is split where the voice changes
         partials = np.concatenate([e.partials for e in embedded])
-        centroids = _centroids(partials, cluster(partials, num_speakers))
+        voices = cluster(partials, count)
+        if count is None and np.bincount(voices).min() < MIN_SPEAKER_PARTIALS:
+            voices = np.zeros_like(voices)  # a few odd windows are not a speaker
+        centroids = _centroids(partials, voices)
         labels = (vectors @ centroids.T).argmax(axis=1)
     else:
         centroids = _centroids(vectors, labels)
@@ -180,9 +191,11 @@ def _encode(encoder, mels: np.ndarray) -> np.ndarray:
 
 
 def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, waveform: np.ndarray) -> list[Turn]:
-    """One segment as turns: split where its partial windows move to another speaker's centroid."""
+    """One segment as turns: split where its partial windows move to another speaker's centroid.
+    A turn is flagged `mixed` when a window within it (give or take the margin) sounds like
+    another speaker."""
     whole = Turn(item.start / SAMPLE_RATE, item.stop / SAMPLE_RATE, label)
-    if len(centroids) < 2 or len(item.partials) < 2 * MIN_RUN_PARTIALS:
+    if len(centroids) < 2:
         return [whole]
     nearest = (item.partials @ centroids.T).argmax(axis=1)
     runs = _runs(nearest)  # [(first partial, end partial, speaker)]
@@ -197,12 +210,13 @@ def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, wavefor
         whole.mixed = len({speaker for _, _, speaker in runs}) > 1
         return [whole]
     window = _partial_window_samples()
+    margin = int(window * CHANGE_MARGIN_SHARE)
     cuts = [item.start]
     for (_, end_a, _), (first_b, _, _) in zip(merged, merged[1:]):
-        # the change lies after the start of the last window that sounds like the first voice
-        # and before the end of the first window that sounds like the next
-        lo = item.start + int(item.partial_starts[end_a - 1])
-        hi = item.start + int(item.partial_starts[first_b]) + window
+        # the last window that sounds like the first voice holds more of it, and the first
+        # window of the next more of the next: the change lies near or between their middles
+        lo = item.start + int(item.partial_starts[end_a - 1]) + window // 2 - margin
+        hi = item.start + int(item.partial_starts[first_b]) + window // 2 + margin
         cuts.append(_quietest(waveform, max(lo, cuts[-1]), hi, item.stop))
     cuts.append(item.stop)
     pieces: list[list[int]] = []
@@ -213,7 +227,10 @@ def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, wavefor
             pieces[-1][1:] = [b, speaker]
         else:
             pieces.append([a, b, speaker])
-    return [Turn(a / SAMPLE_RATE, b / SAMPLE_RATE, speaker) for a, b, speaker in pieces]
+    starts = item.start + item.partial_starts
+    return [Turn(a / SAMPLE_RATE, b / SAMPLE_RATE, speaker,
+                 mixed=bool((nearest[(starts >= a - margin) & (starts + window <= b + margin)] != speaker).any()))
+            for a, b, speaker in pieces]
 
 
 def _partial_window_samples() -> int:

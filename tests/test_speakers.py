@@ -81,3 +81,17 @@ def test_two_voices_in_a_single_segment_are_told_apart(num_speakers):
     assert [t.speaker for t in turns] == [0, 1]
     assert abs(turns[1].start_s - (regions[0][1] + regions[1][0]) / 2) < 0.5
     assert speaker_accuracy(turns, regions) >= 0.9
+
+
+@pytest.mark.parametrize("num_speakers", [None, 2])
+def test_turns_after_pauses_shorter_than_the_joining_gap(num_speakers):
+    """Pauses of 0.4-0.6 s join the seven lines into four segments, each mean blending both
+    voices: the voices come from the partial windows, and every turn change is found."""
+    waveform, regions = dialogue([0.5, 0.4, 0.5, 0.6, 0.45, 0.55, 0.4, 0.5])
+    segments = detect_speech(waveform)
+    assert len(segments) < len(regions)
+    turns = diarize(waveform, segments, num_speakers)
+    changes = [(a[1] + b[0]) / 2 for a, b in zip(regions, regions[1:])]
+    assert len(turns) == len(regions)
+    assert all(abs(turn.start_s - change) < 0.5 for turn, change in zip(turns[1:], changes))
+    assert speaker_accuracy(turns, regions) >= 0.95
