@@ -215,6 +215,14 @@ def check_options(granularity, embedding, speakers=DEFAULT_SPEAKERS, speaker_nam
         raise RequestError(str(e)) from e
 
 
+def check_segment_only(granularity: str, speakers, speaker_names) -> None:
+    """RequestError when checked speaker options (`speakers` None for one speaker, names a
+    list or None) are set for another granularity than segment."""
+    if granularity != "segment" and (speakers is not None or speaker_names):
+        raise RequestError(f'speakers and speaker_names apply to granularity "segment" only; this call asked for '
+                           f'{granularity!r} with speakers {speakers!r}. Send "one" and "" (or leave them out).')
+
+
 def malformed_call_message(inputs: list, error: Exception) -> str:
     """What is wrong with a call that Gradio could not even hand to a handler.
 
@@ -300,10 +308,14 @@ class Handlers:
         self.serve = serve or (lambda files: [str(f) for f in files])
 
     def run(self, audio, granularity, embedding, progress: ProgressCallback | None = None,
-            speakers=DEFAULT_SPEAKERS, speaker_names="") -> PageRecognition:
-        """One checked, logged recognition; user mistakes raise RequestError or Emotion2vecError."""
+            speakers=DEFAULT_SPEAKERS, speaker_names="", *, api: bool = False) -> PageRecognition:
+        """One checked, logged recognition; user mistakes raise RequestError or Emotion2vecError.
+        An `api` call may set speaker options only for segment mode (the page's hidden speaker
+        inputs keep their values while another granularity is chosen)."""
         path, granularity, embedding, speakers, names = check_request(
             audio, granularity, embedding, speakers, speaker_names)
+        if api:
+            check_segment_only(granularity, speakers, names)
         started = time.perf_counter()
         page = recognize_file(
             self.model, path, granularity, embedding, self.settings.output_dir, progress,
@@ -319,7 +331,7 @@ class Handlers:
     def api_predict(self, audio, granularity="utterance", embedding=False, speakers=DEFAULT_SPEAKERS,
                     speaker_names="", progress=None):
         """REST /predict: (result JSON, download links); errors as plain text."""
-        page = self._guarded(audio, granularity, embedding, progress, speakers, speaker_names)
+        page = self._guarded(audio, granularity, embedding, progress, speakers, speaker_names, api=True)
         return page.data, self.serve(page.files)
 
     def page_recognize(self, audio, granularity, embedding, speakers=DEFAULT_SPEAKERS, speaker_names="",
@@ -345,10 +357,11 @@ class Handlers:
             *conversation_outputs(result),
         )
 
-    def _guarded(self, audio, granularity, embedding, progress, speakers, speaker_names) -> PageRecognition:
+    def _guarded(self, audio, granularity, embedding, progress, speakers, speaker_names,
+                 api: bool = False) -> PageRecognition:
         """`run`, with every failure turned into a UserFacingError; bugs are logged with a traceback."""
         try:
-            return self.run(audio, granularity, embedding, progress, speakers, speaker_names)
+            return self.run(audio, granularity, embedding, progress, speakers, speaker_names, api=api)
         except RequestError as e:
             log.warning("refused %s: %s", _input_name(audio), e)
             raise UserFacingError(str(e), "请求无效 Invalid request") from e

@@ -43,7 +43,7 @@ from .outputs import check_free_space, save_recognition
 from .pipeline import ProgressCallback
 from .results import label_for
 from .settings import Settings
-from .ui import RequestError, UserFacingError, check_options
+from .ui import RequestError, UserFacingError, check_options, check_segment_only
 from .ui_conversation import SPEAKER_CHOICES, parse_speakers
 from .ui_views import EMOTION_COLORS, GRANULARITIES, emotion_name
 
@@ -540,6 +540,7 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
         output folder. A bad file gets a row with its error; the batch goes on.
         """
         try:
+            check_segment_only(granularity, check_batch_options(granularity, embedding, speakers), None)
             plan = batch.plan(files, granularity, embedding, speakers)
             total = len(plan.files)
             rows = [row for row in batch.rows(plan, lambda fraction, text, files: progress(

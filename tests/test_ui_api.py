@@ -90,6 +90,14 @@ def test_other_options(client, ui_server, wav_clip, granularity, embedding):  # 
         assert data["embedding_shape"][0] > 1
 
 
+def test_speaker_options_outside_segment_mode_are_refused(client, wav_clip):
+    for speakers, names in (("auto", ""), ("2", ""), ("one", "agent")):
+        with pytest.raises(AppError, match='apply to granularity "segment" only'):
+            client.predict(handle_file(str(wav_clip)), "utterance", False, speakers, names, api_name="/predict")
+    data, _ = client.predict(handle_file(str(wav_clip)), "frame", False, "one", "", api_name="/predict")
+    assert data["granularity"] == "frame"
+
+
 def test_a_short_silent_clip_comes_back_with_warnings(client, ui_server, tmp_path):  # noqa: F811
     import soundfile as sf
 

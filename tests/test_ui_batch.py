@@ -363,6 +363,8 @@ def test_rest_batch_takes_any_speaker_count_as_text_or_number(client, tmp_path):
         assert (summary["recognised"], summary["failed"]) == (1, 0), speakers
     with pytest.raises(AppError, match="speakers must be"):
         predict_batch(client, [one], "segment", False, "0")
+    with pytest.raises(AppError, match='apply to granularity "segment" only'):
+        predict_batch(client, [one], "utterance", False, "channels")
 
 
 BATCH_MALFORMED = {  # what a predict_batch call sends -> words its error must contain

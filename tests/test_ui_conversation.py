@@ -213,9 +213,16 @@ def test_channels_on_a_mono_file_is_a_clear_error(handlers, mono_file):
         handlers.api_predict(str(mono_file), "segment", False, "channels")
 
 
-def test_speaker_options_do_not_disturb_other_granularities(handlers, stereo_file):
-    data, files = handlers.api_predict(str(stereo_file[0]), "utterance", False, "channels", "agent, customer")
-    assert data["granularity"] == "utterance" and "segments" not in data and len(files) == 2
+def test_speaker_options_do_not_disturb_the_pages_other_granularities(handlers, stereo_file):
+    """The page's hidden speaker inputs keep their values when another granularity is chosen;
+    an API call that sets them for another granularity is told they do not apply."""
+    from emotion2vec_ui.ui import UserFacingError
+
+    shown = handlers.page_recognize(str(stereo_file[0]), "utterance", False, "channels", "agent, customer")
+    page_json, files = shown[7], shown[8]
+    assert page_json["granularity"] == "utterance" and "segments" not in page_json and len(files) == 2
+    with pytest.raises(UserFacingError, match='apply to granularity "segment" only'):
+        handlers.api_predict(str(stereo_file[0]), "utterance", False, "channels", "agent, customer")
 
 
 # -- the REST API, served for real ------------------------------------------------------------
