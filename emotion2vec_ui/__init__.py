@@ -22,6 +22,7 @@ from .errors import (
     InvalidSamplesError,
     ModelLoadError,
     MonoAudioError,
+    OptionError,
     SpeakerOptionError,
     UnsupportedCodecError,
 )
@@ -34,7 +35,7 @@ __all__ = [
     "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",
     "AudioDecodeError", "AudioError", "AudioFileNotFoundError", "AudioLimitError", "AudioTooShortError",
     "CheckpointMismatchError", "CorruptAudioError", "Emotion2vecError", "EmptyAudioError",
-    "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "SpeakerOptionError",
+    "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "OptionError", "SpeakerOptionError",
     "UnsupportedCodecError",
     "save_recognition", "Recognition", "Recognizer", "load_model",
     "EMOTION_LABELS", "EmotionResult", "label_for", "VadSettings",

@@ -48,6 +48,8 @@ def check_speaker_names(names: list[str] | None, speakers: str | int | None) -> 
     "auto" takes any number."""
     if not names:
         return None
+    if isinstance(names, str):
+        raise SpeakerOptionError(f"speaker names must be a list such as ['agent', 'customer'], not the text {names!r}")
     names = [str(name).strip() for name in names]
     if not all(names) or len(set(names)) != len(names):
         raise SpeakerOptionError(f"speaker names must be distinct and none empty, not {', '.join(names)!r}")

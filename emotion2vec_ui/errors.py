@@ -52,7 +52,11 @@ class MonoAudioError(AudioError):
     """One speaker per channel was asked of a recording with a single channel."""
 
 
-class SpeakerOptionError(Emotion2vecError, ValueError):
+class OptionError(Emotion2vecError, ValueError):
+    """A recognition option that is not one of its accepted values (granularity, embedding)."""
+
+
+class SpeakerOptionError(OptionError):
     """Segment mode's speaker mode or speaker names are not allowed, or do not fit the recording."""
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE, Audio, AudioLimits, clip_warnings, load_audio
-from .errors import Emotion2vecError, ModelLoadError, SpeakerOptionError
+from .errors import Emotion2vecError, ModelLoadError, OptionError, SpeakerOptionError
 from .results import GRANULARITIES, EmotionResult, build_result
 
 ProgressCallback = Callable[[float, str], None]  # (fraction done 0..1, description)
@@ -177,7 +177,7 @@ class Recognizer:
         (see conversation.py). With `embedding=True` the result carries the features:
         (D,), (T, D) or (segments, D).
         """
-        _check_options(granularity, speakers, speaker_names)
+        _check_options(granularity, embedding, speakers, speaker_names)
         decoded = self.decode(audio, sample_rate=sample_rate, name=name, keep_channels=speakers == "channels")
         return self.recognize([decoded], granularity, embedding, progress, speakers=speakers, speaker_names=speaker_names)[0]
 
@@ -225,7 +225,7 @@ class Recognizer:
         The next chunk is decoded on a worker thread while the model runs; a bad input
         yields a Recognition with `error` set and the rest go on.
         """
-        _check_options(granularity, speakers, speaker_names)
+        _check_options(granularity, embedding, speakers, speaker_names)
         items = list(items)
         names = list(names) if names is not None else [_describe(item) for item in items]
         chunks = [range(i, min(i + DECODE_CHUNK, len(items))) for i in range(0, len(items), DECODE_CHUNK)]
@@ -415,15 +415,18 @@ def _scaled(progress: ProgressCallback | None, offset: float, span: float) -> Pr
 
 def _check_granularity(granularity: str) -> None:
     if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
+        raise OptionError(f"granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
 
 
-def _check_options(granularity: str, speakers, speaker_names) -> None:
-    """ValueError for an unknown granularity; SpeakerOptionError for speaker options outside
-    segment mode, or a speaker mode or names that do not fit (before any decoding)."""
+def _check_options(granularity: str, embedding, speakers, speaker_names) -> None:
+    """OptionError for an unknown granularity or an embedding that is not a boolean;
+    SpeakerOptionError for speaker options outside segment mode, or a speaker mode or names
+    that do not fit (before any decoding)."""
     from .conversation import check_speaker_names, check_speakers
 
     _check_granularity(granularity)
+    if not isinstance(embedding, (bool, np.bool_)):
+        raise OptionError(f"embedding must be True or False, not {embedding!r}")
     mode = check_speakers(speakers)
     if granularity != "segment" and (mode is not None or speaker_names):
         raise SpeakerOptionError(f'speakers and speaker_names apply to granularity="segment" only, '

@@ -256,3 +256,18 @@ def test_speaker_options_outside_segment_mode_are_refused(tiny_model, audio_file
     with pytest.raises(SpeakerOptionError, match="3 speaker names given for 2 speaker"):
         tiny_model.predict(tmp_path / "not_there.wav", "segment", speakers=2, speaker_names=["a", "b", "c"])
     assert tiny_model.predict(clip, "utterance", speakers="one").granularity == "utterance"
+
+
+
+def test_options_of_the_wrong_kind_are_typed_errors(tiny_model, audio_files):
+    """Every refusal shares the base class (`except Emotion2vecError` catches them all)."""
+    from emotion2vec_ui import Emotion2vecError, OptionError, SpeakerOptionError
+
+    clip = audio_files["wav-16000-1ch"]
+    with pytest.raises(OptionError, match="granularity must be one of utterance, frame, segment, not 'segments'"):
+        tiny_model.predict(clip, "segments")
+    with pytest.raises(OptionError, match="embedding must be True or False, not 'yes'"):
+        tiny_model.predict(clip, embedding="yes")
+    with pytest.raises(SpeakerOptionError, match=r"a list such as \['agent', 'customer'\], not the text"):
+        tiny_model.predict(clip, "segment", speakers="auto", speaker_names="agent,customer")
+    assert issubclass(OptionError, Emotion2vecError) and issubclass(OptionError, ValueError)
