@@ -253,7 +253,8 @@ def _copies_in_temp(files: list[Path]) -> list[str]:
 
 def summary_row(name: str, result, output_folder: str) -> dict:
     """A recognised file's row: file, duration_s, emotion, confidence, second_emotion,
-    second_confidence, scores {label: probability}, output_folder, error ("")."""
+    second_confidence, scores {label: probability}, output_folder, warnings (short or
+    nearly silent clip, "; "-joined; "" when none), error ("")."""
     ranked = sorted(result.scores.items(), key=lambda kv: kv[1], reverse=True)
     second = ranked[1] if len(ranked) > 1 else (None, None)
     return {
@@ -261,20 +262,20 @@ def summary_row(name: str, result, output_folder: str) -> dict:
         "confidence": round(result.confidence, 4), "second_emotion": second[0],
         "second_confidence": None if second[1] is None else round(second[1], 4),
         "scores": {label: round(score, 4) for label, score in result.scores.items()},
-        "output_folder": output_folder, "error": "",
+        "output_folder": output_folder, "warnings": "; ".join(result.warnings), "error": "",
     }
 
 
 def error_row(name: str, error: str) -> dict:
     """A failed file's row: only `file` and `error` are filled."""
     return {"file": name, "duration_s": None, "emotion": None, "confidence": None, "second_emotion": None,
-            "second_confidence": None, "scores": {}, "output_folder": None, "error": error}
+            "second_confidence": None, "scores": {}, "output_folder": None, "warnings": "", "error": error}
 
 
 def summary_columns(labels: list[str]) -> list[str]:
     """summary.csv's columns: the row's fields with one score_<label> column per label."""
     return ["file", "duration_s", "emotion", "confidence", "second_emotion", "second_confidence",
-            *(f"score_{label}" for label in labels), "output_folder", "error"]
+            *(f"score_{label}" for label in labels), "output_folder", "warnings", "error"]
 
 
 def write_summary_csv(rows: list[dict], labels: list[str], path: Path) -> None:

@@ -12,7 +12,9 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from emotion2vec_ui.batch_upload import BatchLimitError, BatchLimits, gather_uploads
 from emotion2vec_ui.testdata import voice_like, write_audio
@@ -128,11 +130,16 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     good = [clip(tmp_path, f"take_{i}.wav", seed=i) for i in range(3)]
     text = tmp_path / "notes.wav"
     text.write_text("not audio\n" * 30)
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.zeros(8_000, dtype=np.float32), 16_000)
     archive = make_zip(tmp_path / "more.zip", {"x/in_zip.wav": good[0].read_bytes(), "readme.md": b"hi"})
-    plan = batch.plan([str(good[0]), str(text), str(archive), str(good[1]), str(good[2])], "frame", True, "one")
+    plan = batch.plan([str(good[0]), str(text), str(archive), str(good[1]), str(good[2]), str(quiet)],
+                      "frame", True, "one")
     rows = list(batch.rows(plan))
     assert [r["file"] for r in rows] == ["take_0.wav", "notes.wav", "more.zip/x/in_zip.wav", "more.zip/readme.md",
-                                         "take_1.wav", "take_2.wav"]
+                                         "take_1.wav", "take_2.wav", "quiet.wav"]
+    assert "Short clip: 0.50 s" in rows[-1]["warnings"] and "Nearly silent" in rows[-1]["warnings"]
+    assert [r["warnings"] for r in rows[:-1]] == [""] * 6
     failed = {r["file"]: r["error"] for r in rows if r["error"]}
     assert list(failed) == ["notes.wav", "more.zip/readme.md"]
     assert failed["notes.wav"].startswith("notes.wav: not a recognised audio file")
@@ -141,7 +148,8 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     assert rows[2]["scores"] == rows[0]["scores"]  # the zipped copy of take_0 scores the same
     for row in good_rows:
         assert row["emotion"] == max(row["scores"], key=row["scores"].get)
-        assert row["confidence"] >= row["second_confidence"] and row["duration_s"] == pytest.approx(1.5)
+        assert row["confidence"] >= row["second_confidence"]
+        assert row["duration_s"] == pytest.approx(0.5 if row["file"] == "quiet.wav" else 1.5)
         folder = Path(batch.settings.output_dir) / row["output_folder"]
         assert sorted(p.name for p in folder.iterdir()) == ["embedding.npy", "processed_audio.wav", "result.json"]
 
@@ -153,13 +161,14 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     assert [r["file"] for r in table] == [r["file"] for r in rows]
     assert table[1]["error"] == failed["notes.wav"] and table[1]["emotion"] == ""
     assert float(table[0][f"score_{rows[0]['emotion']}"]) == rows[0]["confidence"]
+    assert table[-1]["warnings"] == rows[-1]["warnings"] and table[0]["warnings"] == ""
     with zipfile.ZipFile(archive_out) as z:
         names = set(z.namelist())
     expected = {"summary.csv"} | {f"{r['output_folder']}/{n}" for r in good_rows
                                   for n in ("embedding.npy", "processed_audio.wav", "result.json")}
     assert names == expected
-    assert outcome.summary["files"] == 6 and outcome.summary["failed"] == 2
-    assert sum(outcome.summary["emotion_counts"].values()) == 4
+    assert outcome.summary["files"] == 7 and outcome.summary["failed"] == 2
+    assert sum(outcome.summary["emotion_counts"].values()) == 5
 
 
 @pytest.mark.parametrize("files, options, words", [
