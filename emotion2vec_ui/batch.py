@@ -87,19 +87,30 @@ def iter_batch_rows(
     items = [item if isinstance(item, BatchInput) else batch_input(item) for item in items]
     recognitions = recognizer.iter_recognitions([item.path for item in items], granularity, embedding,
                                                speakers=speakers)
+    settings = {"segment_settings": segment_settings(speakers, recognizer.vad)} if granularity == "segment" else {}
     for item, rec in zip(items, recognitions):
         if rec.error is not None:
-            yield error_row(item, rec.error, recognizer.model_name, granularity)
+            yield {**error_row(item, rec.error, recognizer.model_name, granularity), **settings}
             continue
         folder = None
         if save_folders is not None:
             try:
                 folder = str(save_recognition(rec.result, rec.audio, save_folders))
             except OSError as e:
-                yield error_row(item, OSError(f"could not write the output folder in {save_folders}: {e}"),
-                                recognizer.model_name, granularity)
+                yield {**error_row(item, OSError(f"could not write the output folder in {save_folders}: {e}"),
+                                   recognizer.model_name, granularity), **settings}
                 continue
-        yield result_row(item, rec.result, output_dir=folder)
+        yield {**result_row(item, rec.result, output_dir=folder), **settings}
+
+
+def segment_settings(speakers, vad) -> str:
+    """Segment mode's speaker mode and VAD settings (vad.VadSettings, None: the defaults) as
+    one line, stored with each row so a resumed table keeps to them."""
+    from .vad import VadSettings
+
+    vad = vad or VadSettings()
+    return (f"speakers={speakers or 'one'}, vad_threshold={vad.threshold:g}, min_speech_s={vad.min_speech_s:g}, "
+            f"join_gap_s={vad.join_gap_s:g}, max_segment_s={vad.max_segment_s:g}, pad_s={vad.pad_s:g}")
 
 
 def run_batch(
@@ -129,7 +140,9 @@ def run_batch(
     started = time.monotonic()
     table = ResultTable(out)
     schema = batch_schema(recognizer, granularity, embedding)
-    todo, summary = plan_batch(table, inputs, schema, retry_failed, model=recognizer.model_name)
+    same = {"model": recognizer.model_name,
+            "segment_settings": segment_settings(speakers, recognizer.vad) if granularity == "segment" else None}
+    todo, summary = plan_batch(table, inputs, schema, retry_failed, same=same)
     if on_start:
         on_start(len(todo))
     pending: list[dict] = []
@@ -189,18 +202,18 @@ def ctrl_c_noted() -> Iterator[threading.Event]:
 
 
 def plan_batch(table, inputs, schema, retry_failed: bool, *, existing=None,
-               model: str | None = None) -> tuple[list[BatchInput], BatchSummary]:
+               same: dict | None = None) -> tuple[list[BatchInput], BatchSummary]:
     """(inputs still to do, a summary with `inputs`, `skipped` and the skipped ones that failed before set).
 
-    Raises BatchTableError if the table exists with other columns than `schema`, or with
-    rows of another model than `model` (None: not checked). `existing` is the table
-    already read, if it was.
+    Raises BatchTableError if the table exists with other columns than `schema` (None: not
+    checked), or with other values in the `same` columns (model, segment_settings; see
+    ResultTable.check_schema). `existing` is the table already read, if it was.
     """
     items = [item if isinstance(item, BatchInput) else None for item in inputs]
     if any(item is None for item in items):
         items = discover_inputs(inputs)
     existing = table.read() if existing is None else existing
-    table.check_schema(schema, existing, model)
+    table.check_schema(schema, existing, same)
     done_ok = table.done_keys(existing, failed=False)
     done_all = table.done_keys(existing) if not retry_failed else done_ok
     todo = [item for item in items if item.key not in done_all]

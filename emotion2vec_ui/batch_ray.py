@@ -132,7 +132,7 @@ def _dataset(ray, items, actor_args, workers, gpus_per_worker, cpus_per_worker, 
 
 def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part, retry_failed,
                  started, on_row, on_start) -> BatchSummary:
-    from .batch_table import ResultTable, score_labels, table_schema
+    from .batch_table import SAME_HINTS, ResultTable, score_labels, table_schema
 
     table = ResultTable(out)
     existing = table.read()
@@ -145,9 +145,10 @@ def _write_local(ray, items, out, actor_args, workers, gpus, cpus, rows_per_part
         if todo:
             dataset = _dataset(ray, todo, actor_args, workers, gpus, cpus, rows_per_part)
             for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-                # the model's labels and name (known once its actor ran) against the table's
-                model = batch.column("model")[0].as_py() if batch.num_rows else None
-                table.check_schema(batch.schema, existing, model)
+                # the model's labels, its name and the segment settings (known once its actor
+                # ran) against the table's
+                first = batch.slice(0, 1).to_pylist()[0] if batch.num_rows else {}
+                table.check_schema(batch.schema, existing, {key: first.get(key) for key in SAME_HINTS})
                 table.append(batch)
                 for row in batch.to_pylist():
                     summary.failed += bool(row["error"])

@@ -10,6 +10,8 @@ One row per input:
     model, granularity, output_dir     output_dir only with saved folders
     embedding                          when asked: list<float32> (D,), frame mode list<list<float32>> (T, D)
     num_frames, frame_scores, segments frame mode: (T,), (T, K) float32, [{start_s, end_s, emotion, confidence}]
+    num_segments, speech_s, segments,  segment mode: the speech segments with their speakers, and the
+    segment_settings                   speaker mode and VAD settings they were found with
 
 The table is Parquet, CSV or JSONL by the suffix of its path. A run never writes into
 the table itself: finished rows go to part files (Parquet) in the hidden folder
@@ -62,6 +64,7 @@ TAIL_FIELDS = [
     pa.field("granularity", pa.string()),
     pa.field("output_dir", pa.string()),
 ]
+SAME_HINTS = {"model": "that --model", "segment_settings": "those --speakers and --vad-* settings"}
 EMPTY_WHEN_FINE = ("error", "error_type")  # "" rather than null, so `error == ""` selects the good rows
 VECTOR = pa.list_(pa.float32())
 SEGMENT = pa.struct([("start_s", pa.float64()), ("end_s", pa.float64()),
@@ -94,7 +97,8 @@ GRANULARITY_COLUMNS: dict[str, tuple[list[pa.Field], Callable[[EmotionResult], d
     ),
     "segment": (
         [pa.field("num_segments", pa.int64()), pa.field("speech_s", pa.float64()),
-         pa.field("segments", pa.list_(SPEECH_SEGMENT))],
+         pa.field("segments", pa.list_(SPEECH_SEGMENT)),
+         pa.field("segment_settings", pa.string())],  # speaker mode and VAD settings (batch.segment_settings)
         _segment_values,
     ),
 }
@@ -299,9 +303,11 @@ class ResultTable:
             if failed or not error
         }
 
-    def check_schema(self, schema: pa.Schema | None, table: pa.Table | None, model: str | None = None) -> None:
-        """Refuse to add rows of another shape (granularity, embedding, labels) to an existing table,
-        or rows of another `model` (its name in results) than the rows it holds."""
+    def check_schema(self, schema: pa.Schema | None, table: pa.Table | None,
+                     same: dict[str, str | None] | None = None) -> None:
+        """Refuse to add rows of another shape (granularity, embedding, labels) to an existing
+        table, or rows whose `same` columns (model, segment_settings) hold other values than
+        its rows (a None value: not checked)."""
         if table is None:
             return
         if schema is not None and table.schema.names != schema.names:
@@ -309,12 +315,13 @@ class ResultTable:
                 f"{self.path} was written with other settings (its columns: {', '.join(table.schema.names)}); "
                 "rerun with the same --granularity/--embedding/--model, or choose another --out"
             )
-        others = sorted(set(table.column("model").to_pylist()) - {model, None}) if model is not None else []
-        if others:
-            raise BatchTableError(
-                f"{self.path} holds results of the model {', '.join(others)}, not of {model}: "
-                "rerun with that --model, or choose another --out"
-            )
+        for column, value in (same or {}).items():
+            others = sorted(set(table.column(column).to_pylist()) - {value, None}) if value is not None else []
+            if others:
+                raise BatchTableError(
+                    f"{self.path} holds results of {column} {'; '.join(others)}, not {value}: rerun with "
+                    f"{SAME_HINTS[column]}, or choose another --out"
+                )
 
     def append(self, table: pa.Table) -> Path:
         """Write `table` as the next part, complete or not at all; returns its path."""

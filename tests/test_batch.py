@@ -118,6 +118,14 @@ def test_segment_mode_rows_hold_each_speakers_segments(tiny_checkpoint, tiny_mod
         assert got["confidence"] == pytest.approx(want.confidence, abs=1e-6)
     np.testing.assert_allclose(np.array(row["embedding"]), expected.embedding, atol=1e-5)
     assert row["speech_s"] == pytest.approx(sum(seg.duration_s for seg in expected.segments))
+    assert row["segment_settings"].startswith("speakers=channels, vad_threshold=0.5, ")
+
+    # The same table with another speaker mode or VAD setting would keep the old rows as if new.
+    for other in (["--speakers", "auto"], ["--speakers", "channels", "--vad-join-gap-s", "0.1"]):
+        code = main(["batch", str(call), "--out", str(out), "--granularity", "segment", "--embedding", *other,
+                     *model_args(tiny_checkpoint)])
+        assert code == 2 and "rerun with those --speakers and --vad-* settings" in capsys.readouterr().err
+    assert rows_by_path(out) == rows
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
@@ -215,7 +223,7 @@ def test_another_model_into_the_same_table_is_refused(corpus, tiny_checkpoint, t
     assert main(["batch", str(corpus["good"][0]), str(corpus["good"][1]), "--out", str(out),
                  *model_args(other)]) == 2
     err = capsys.readouterr().err
-    assert f"holds results of the model {tiny_checkpoint.name}, not of tiny_retrained" in err
+    assert f"holds results of model {tiny_checkpoint.name}, not tiny_retrained: rerun with that --model" in err
     assert out.read_bytes() == before and not list(tmp_path.glob(".r.csv*"))
     assert main(["batch", str(corpus["good"][1]), "--out", str(out), *model_args(tiny_checkpoint)]) == 0
     assert len(read_table(out)) == 2
@@ -402,7 +410,7 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, 
     for row in written:
         assert row["emotion"] == expected[row["path"]]["emotion"]
     other = shutil.copytree(tiny_checkpoint, tmp_path / "tiny_retrained")
-    with pytest.raises(BatchTableError, match="holds results of the model .*, not of tiny_retrained"):
+    with pytest.raises(BatchTableError, match="holds results of model .*, not tiny_retrained"):
         run_batch_ray([corpus["good"][0], corpus["missing"]], tmp_path / "ray.parquet", "frame", embedding=True,
                       model=str(other), retry_failed=True)
     assert rows_by_path(tmp_path / "ray.parquet") == got  # nothing of the other model was added
