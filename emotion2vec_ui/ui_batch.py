@@ -551,7 +551,7 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
         except Exception as e:  # noqa: BLE001 (every failure is answered in plain text)
             error = refused(e)
             raise gr.Error(error.message, title=error.title, duration=20, print_exception=False) from None
-        log.info("batch of %d files: %d recognised, %d failed", len(rows), outcome.summary["recognised"],
+        log.info("batch of %d file(s): %d recognised, %d failed", len(rows), outcome.summary["recognised"],
                  outcome.summary["failed"])
         return outcome.summary, outcome.downloads
 
