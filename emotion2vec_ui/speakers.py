@@ -11,8 +11,9 @@ it; when the segments' means look like one voice (or there are fewer segments th
 speakers asked for), the partial windows decide the count too, as one segment may hold a
 whole exchange.
 A segment whose partial windows follow two speakers in turn is split where the voice
-changes (in the quietest 160 ms where the last window of one voice and the first of the
-next overlap), or flagged when the runs are too short to split.
+changes (in the quietest 160 ms near the middles of the last window of one voice and the
+first of the next); a turn is flagged when a window within it sounds like another
+speaker, too briefly to split.
 torch and resemblyzer are imported on first use only.
 """
 

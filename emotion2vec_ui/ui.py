@@ -219,8 +219,8 @@ def check_segment_only(granularity: str, speakers, speaker_names) -> None:
     """RequestError when checked speaker options (`speakers` None for one speaker, names a
     list or None) are set for another granularity than segment."""
     if granularity != "segment" and (speakers is not None or speaker_names):
-        raise RequestError(f'speakers and speaker_names apply to granularity "segment" only; this call asked for '
-                           f'{granularity!r} with speakers {speakers!r}. Send "one" and "" (or leave them out).')
+        raise RequestError(f'speakers and speaker_names apply to granularity "segment" only, not to {granularity!r}. '
+                           'Send "one" and "" (or leave them out).')
 
 
 def malformed_call_message(inputs: list, error: Exception) -> str:
