@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("folder", help="folder to write encoder.onnx, head.onnx and emotion2vec_onnx.json")
     export.add_argument("--int8", action="store_true", help="quantise the encoder's matrix products to int8")
     add_options(export, "export")
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -87,12 +89,13 @@ def _run(argv: list[str] | None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
+    command_parser = args.command_parser  # its usage line comes with an error
     try:
         settings = resolve(args, "cli")
     except ValueError as e:
-        parser.error(str(e))
+        command_parser.error(str(e))
     if args.command == "predict":
-        _check_segment_options(args, parser)
+        _check_segment_options(args, command_parser)
     configure_logging(settings.log_level)
     if args.command == "export-onnx":
         return _export_onnx(args, settings)

@@ -87,7 +87,8 @@ def test_build_checkpoint_never_overwrites(tmp_path, capsys):
 def test_options_that_cannot_fit_are_refused_before_the_model_loads(argv, expected, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["predict", "x.wav", "--model", "/nowhere", *argv])  # a model that would fail to load
-    assert exited.value.code == 2 and expected in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and expected in err and "usage: python -m emotion2vec_ui predict" in err
 
 
 def test_help_does_not_import_torch():
