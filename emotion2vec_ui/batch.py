@@ -178,6 +178,13 @@ def run_batch(
     return summary
 
 
+def python_handles_ctrl_c() -> bool:
+    """True in the main thread while Python's own Ctrl-C handler is installed (not in a
+    background job, where SIGINT is ignored, nor under another handler)."""
+    return threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @contextmanager
 def ctrl_c_noted() -> Iterator[threading.Event]:
     """An Event that Ctrl-C (SIGINT) sets besides raising KeyboardInterrupt as usual, so a
@@ -185,8 +192,7 @@ def ctrl_c_noted() -> Iterator[threading.Event]:
     raised inside a finaliser). Only where Python's own Ctrl-C handler is installed and
     only in the main thread; elsewhere the Event is never set."""
     noted = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if not python_handles_ctrl_c():
         yield noted
         return
 

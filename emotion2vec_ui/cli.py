@@ -13,12 +13,11 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .batch import EXIT_INTERRUPTED, add_batch_command, run_batch_command
+from .batch import EXIT_INTERRUPTED, add_batch_command, python_handles_ctrl_c, run_batch_command
 from .conversation import check_speaker_names, speakers_option
 from .errors import Emotion2vecError
 from .formats import ACCEPTED_FORMATS
@@ -163,8 +162,7 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
 def _ctrl_c_held() -> Iterator[None]:
     """Ctrl-C (SIGINT) during the block raises KeyboardInterrupt when the block ends, not
     within it; only where Python's own Ctrl-C handler is installed, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if not python_handles_ctrl_c():
         yield
         return
     caught = []

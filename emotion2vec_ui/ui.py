@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio import RECOMMENDED_S, SAMPLE_RATE, Audio, clip_warnings
+from .audio import RECOMMENDED_S, SAMPLE_RATE, Audio
 from .errors import AudioError, Emotion2vecError
 from .formats import ACCEPTED_FORMATS
 from .outputs import (
@@ -156,8 +156,6 @@ def recognize_file(
         f"[2/4] 重采样 Resampling: {audio.source_rate} Hz {audio.source_channels} ch → "
         f"{SAMPLE_RATE} Hz mono, {audio.duration_s:.2f} s ({len(audio.waveform)} samples)",
     ]
-    notes = clip_warnings(audio.waveform)  # also the result's `warnings`
-    log_lines += [f"注意 Note: {note}" for note in notes]
     started = time.perf_counter()
     result = model.recognize(
         [audio], granularity, embedding,
@@ -165,6 +163,8 @@ def recognize_file(
         speakers=speakers, speaker_names=speaker_names,
     )[0]
     infer_s = time.perf_counter() - started
+    notes = result.warnings  # short or nearly silent clip
+    log_lines += [f"注意 Note: {note}" for note in notes]
     frames = f", {len(result.frame_scores)} frames" if result.frame_scores is not None else ""
     if granularity == "segment":
         frames = f", {len(result.segments)} segments, {len(result.speakers)} speakers"
