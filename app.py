@@ -20,9 +20,9 @@ import time
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app: no usage reports
 
 from emotion2vec_ui import Emotion2vecError, load_model  # noqa: E402
-from emotion2vec_ui.outputs import sweep_staging  # noqa: E402
+from emotion2vec_ui.outputs.folders import sweep_staging  # noqa: E402
 from emotion2vec_ui.settings import Settings, add_options, configure_logging, parse_settings  # noqa: E402
-from emotion2vec_ui.ui import build_demo, launch  # noqa: E402
+from emotion2vec_ui.web.page import build_demo, launch  # noqa: E402
 
 log = logging.getLogger("emotion2vec_ui.app")
 

@@ -51,14 +51,14 @@ class Clip:
 
     name: str  # file name in the audio folder
     seconds: float
-    fmt: str  # a key of emotion2vec_ui.testdata.ENCODINGS
+    fmt: str  # a key of emotion2vec_ui.audio.testdata.ENCODINGS
     rate: int  # Hz
     channels: int
     seed: int
 
     def write(self, folder: Path) -> Path:
         """Encode the clip into `folder` unless it is already there; returns its path."""
-        from emotion2vec_ui.testdata import voice_like, write_audio
+        from emotion2vec_ui.audio.testdata import voice_like, write_audio
 
         path = folder / self.name
         if not path.is_file():
@@ -69,7 +69,7 @@ class Clip:
 
 def clip_set(count: int, max_s: float) -> list[Clip]:
     """`count` clips with durations spread evenly over 1..`max_s` seconds, in a fixed shuffled order."""
-    from emotion2vec_ui.testdata import suffix_for
+    from emotion2vec_ui.audio.testdata import suffix_for
 
     durations = np.round(np.linspace(1.0, max_s, count), 1)
     order = np.random.default_rng(7).permutation(count)
@@ -98,7 +98,7 @@ def long_recording(folder: Path, seconds: int) -> tuple[Path, list[Path]]:
     The recording is made of 30 s stretches of differently seeded voice, so its sound
     changes over time like a conversation.
     """
-    from emotion2vec_ui.testdata import voice_like, write_audio
+    from emotion2vec_ui.audio.testdata import voice_like, write_audio
 
     path = folder / f"long_{seconds}s.wav"
     parts = [folder / f"long_{seconds}s_part{k:02d}.wav" for k in range(-(-seconds // PART_S))]
@@ -119,7 +119,7 @@ def ensure_checkpoint(cache: Path, size: str) -> Path:
 
     "large" has the published plus_large sizes (164 M parameters, about 650 MB on disk).
     """
-    from emotion2vec_ui.checkpoint import build_checkpoint
+    from emotion2vec_ui.engine.checkpoint import build_checkpoint
 
     folder = cache / f"checkpoint-{size}"
     if (folder / CHECKPOINT_STAMP).is_file():

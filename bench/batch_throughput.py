@@ -29,7 +29,7 @@ sys.path.insert(0, str(BENCH))
 import audioset  # noqa: E402
 import report  # noqa: E402
 
-from emotion2vec_ui.batch import run_batch  # noqa: E402
+from emotion2vec_ui.batch.run import run_batch  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_ray(args, inputs, paths, tmp: Path) -> dict:
     import ray
 
-    from emotion2vec_ui.batch_ray import run_batch_ray
+    from emotion2vec_ui.batch.ray_engine import run_batch_ray
 
     init_s, _ = timed(lambda: ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False))
     gpus = 1 if args.device.startswith("cuda") else 0

@@ -50,7 +50,7 @@ RATE = 16_000
 
 def build_conversation(path: Path, minutes: float, seed: int = 0) -> dict:
     """Write the conversation WAV (cached by name) and return its duration and speech time in seconds."""
-    from emotion2vec_ui.testdata import speak, speech_bounds, write_audio
+    from emotion2vec_ui.audio.testdata import speak, speech_bounds, write_audio
 
     lines = {}
     for voice in ("low", "high"):

@@ -9,7 +9,7 @@ CUDA or starts threads, so forking afterwards is safe.
 
 import torch  # noqa: F401
 
-from emotion2vec_ui.model import contained_funasr
+from emotion2vec_ui.engine.torch_backend import contained_funasr
 
 with contained_funasr():
     import funasr  # noqa: F401

@@ -48,7 +48,7 @@ def probe(job: dict) -> dict:
     import funasr
     import torch
 
-    from emotion2vec_ui.kernels import _cpu_flags, cpu_isa, int8_engine
+    from emotion2vec_ui.engine.kernels import _cpu_flags, cpu_isa, int8_engine
 
     flags = _cpu_flags()
     cuda = torch.cuda.is_available()
@@ -78,7 +78,7 @@ def _onnxruntime_version() -> str | None:
 def prepare_onnx(job: dict) -> dict:
     """Export the checkpoint to ONNX (fp32 or int8) into the cache, again when the export
     code is newer than the cached export; returns {"folder"}."""
-    from emotion2vec_ui import onnx_export
+    from emotion2vec_ui.engine import onnx_export
 
     folder = Path(job["folder"])
     manifest = folder / onnx_export.MANIFEST  # written last
@@ -106,7 +106,7 @@ def project_short(job: dict) -> dict:
     The timed clip-set run asks for embeddings (for the drift figures): the mean frame
     features it computes anyway.
     """
-    import emotion2vec_ui.pipeline  # noqa: F401 (imported before the load is timed)
+    import emotion2vec_ui.engine.recognizer  # noqa: F401 (imported before the load is timed)
 
     device = job["device"]
     onnx = job.get("backend", "torch") == "onnx"
@@ -259,7 +259,7 @@ JOBS = {
 def build_reference(folder: str, device: str, threads: int | None = None):
     """funasr's AutoModel on `folder` with its defaults (no ncpu: the original does not pass
     it), or with `threads` as its ncpu when given."""
-    from emotion2vec_ui.model import contained_funasr
+    from emotion2vec_ui.engine.torch_backend import contained_funasr
 
     with contained_funasr():
         from funasr import AutoModel
@@ -269,7 +269,7 @@ def build_reference(folder: str, device: str, threads: int | None = None):
 
 def reference_generate(ref, path: str, granularity: str = "utterance") -> dict:
     """One `generate` call on one file; frame mode asks for the frame features (its only frame output)."""
-    from emotion2vec_ui.model import contained_funasr
+    from emotion2vec_ui.engine.torch_backend import contained_funasr
 
     with contained_funasr(), contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar
         output = ref.generate(input=path, granularity=granularity, extract_embedding=granularity == "frame")
@@ -409,7 +409,7 @@ def timed(device: str, call):
 
 def _fp32_gemm(backend) -> str | None:
     """Which float32 GEMM the torch backend picked at load (kernels.pick_linear)."""
-    from emotion2vec_ui.kernels import onednn_linear
+    from emotion2vec_ui.engine.kernels import onednn_linear
 
     linear = getattr(backend, "linear", None)
     if linear is None:
@@ -419,7 +419,7 @@ def _fp32_gemm(backend) -> str | None:
 
 def _position_conv(backend) -> str | None:
     """How the torch backend runs its positional convolutions (kernels.pick_time_major_conv)."""
-    from emotion2vec_ui.kernels import conv_channel_major
+    from emotion2vec_ui.engine.kernels import conv_channel_major
 
     transformer = getattr(backend, "transformer", None)
     if transformer is None:

@@ -8,7 +8,9 @@
 Importing the package is light: torch and funasr load with the model.
 """
 
-from .audio import ACCEPTED_INPUTS, SAMPLE_RATE, Audio, AudioLimits, load_audio
+from .audio.decode import ACCEPTED_INPUTS, SAMPLE_RATE, Audio, AudioLimits, load_audio
+from .audio.vad import VadSettings
+from .engine.recognizer import Recognition, Recognizer, load_model
 from .errors import (
     AudioDecodeError,
     AudioError,
@@ -26,10 +28,8 @@ from .errors import (
     SpeakerOptionError,
     UnsupportedCodecError,
 )
-from .outputs import save_recognition
-from .pipeline import Recognition, Recognizer, load_model
+from .outputs.folders import save_recognition
 from .results import EMOTION_LABELS, EmotionResult, label_for
-from .vad import VadSettings
 
 __all__ = [
     "ACCEPTED_INPUTS", "SAMPLE_RATE", "Audio", "AudioLimits", "load_audio",

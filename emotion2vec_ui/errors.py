@@ -53,7 +53,14 @@ class MonoAudioError(AudioError):
 
 
 class OptionError(Emotion2vecError, ValueError):
-    """A recognition option that is not one of its accepted values (granularity, embedding)."""
+    """A recognition option that is not one of its accepted values (granularity, embedding).
+
+    `option` names the argument at fault ("granularity", "embedding", "speakers",
+    "speaker_names"), so a front end can say it in its own terms (a flag, a field)."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class SpeakerOptionError(OptionError):

@@ -15,27 +15,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-CLI_MAX_FILE_MB = 1024.0  # one person's command line: files up to 1 GiB ...
-CLI_MAX_DURATION_S = 3 * 3600.0  # ... and 3 hours
-DEFAULT_MODEL = "iic/emotion2vec_plus_large"  # ModelScope id; Hugging Face: emotion2vec/emotion2vec_plus_large
-HUBS = {"ms": "ModelScope", "hf": "Hugging Face"}
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: dynamically quantised transformer linears (CPU)
-BACKENDS = ("torch", "onnx")  # onnx: a folder written by `export-onnx`, run on ONNX Runtime
+from .audio.decode import MAX_DURATION_S, MAX_FILE_MB, AudioLimits
+from .audio.vad import VAD_JOIN_GAP_S, VAD_MAX_SEGMENT_S, VAD_MIN_SPEECH_S, VAD_THRESHOLD, VadSettings
+from .engine.backend import BACKENDS, MAX_WINDOW_S, MIN_WINDOW_S, PRECISIONS, check_device
+from .engine.hub import DEFAULT_MODEL, HUBS
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-MAX_WINDOW_S = 60.0  # the attention bias grows with the square of the window (see backend_common.py)
-MIN_WINDOW_S = 5.0  # a window must exceed twice the 2 s context
 PROGRAMS = ("server", "cli")
-# Segment mode's voice-activity detector (vad.py).
-VAD_THRESHOLD = 0.5  # speech probability that starts a segment
-VAD_MIN_SPEECH_S = 0.25  # shorter bursts of speech are dropped
-VAD_JOIN_GAP_S = 0.5  # pauses shorter than this do not end a segment
-VAD_MAX_SEGMENT_S = 20.0  # longer speech is split at its quietest point
 MODEL_PROGRAMS = ("server", "cli", "export")  # export: `export-onnx` takes only the checkpoint's options
 
 
@@ -104,13 +95,6 @@ def _max_segment_s(text: str) -> float:
     return value
 
 
-def check_device(text: str) -> str:
-    """"cpu", "cuda" or "cuda:N" as given; ValueError otherwise (the devices this app runs on)."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise ValueError("must be cpu, cuda or cuda:N (a GPU's index)")
-    return text
-
-
 def _lanes(text: str) -> str | int:
     if text == "auto":
         return text
@@ -152,9 +136,9 @@ OPTIONS = (
     Option("vad_max_segment_s", "E2V_VAD_MAX_SEGMENT_S", VAD_MAX_SEGMENT_S, "segment mode: longer speech is "
            "split at its quietest point", parse=_max_segment_s, metavar="SECONDS"),
     Option("output_dir", "E2V_OUTPUT_DIR", "outputs", "where the outputs_YYYYMMDD_HHMMSS folders go", metavar="DIR"),
-    Option("max_file_mb", "E2V_MAX_FILE_MB", CLI_MAX_FILE_MB, "largest input file, MB", parse=_positive(float),
+    Option("max_file_mb", "E2V_MAX_FILE_MB", MAX_FILE_MB, "largest input file, MB", parse=_positive(float),
            server_default=200.0, metavar="MB"),
-    Option("max_duration_s", "E2V_MAX_DURATION_S", CLI_MAX_DURATION_S, "longest input, seconds of audio",
+    Option("max_duration_s", "E2V_MAX_DURATION_S", MAX_DURATION_S, "longest input, seconds of audio",
            parse=_positive(float), server_default=3600.0, metavar="SECONDS"),
     Option("min_free_disk_mb", "E2V_MIN_FREE_DISK_MB", 500.0, "refuse a recognition when the output folder's "
            "disk has less free space than this, MB", parse=_non_negative, metavar="MB"),
@@ -216,8 +200,6 @@ class Settings:
 
     def engine_options(self) -> dict:
         """Keyword arguments of `load_model` (the model is its first argument)."""
-        from .audio import AudioLimits
-        from .vad import VadSettings
 
         return {
             "hub": self.hub, "device": self.device, "precision": self.precision, "backend": self.backend,
@@ -270,7 +252,6 @@ def resolve(args: argparse.Namespace, program: str, environ: Mapping[str, str] |
 
 def default_settings(program: str = "cli", **overrides) -> Settings:
     """`program`'s defaults, ignoring the environment, with `overrides` (already parsed values)."""
-    from dataclasses import replace
 
     return replace(resolve(argparse.Namespace(), program, environ={}), **overrides)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion2vec_ui.testdata import suffix_for, voice_like, write_audio
+from emotion2vec_ui.audio.testdata import suffix_for, voice_like, write_audio
 
 # (format, sample rate, channels) for the real-encoder fixtures; each exercises a decoder path.
 FORMAT_CASES = [
@@ -28,7 +28,7 @@ CLIP_SECONDS = 2.0
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random-weight checkpoint folder in the published format."""
-    from emotion2vec_ui.checkpoint import build_checkpoint
+    from emotion2vec_ui.engine.checkpoint import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("checkpoint") / "tiny", size="tiny", head_gain=20.0)
 

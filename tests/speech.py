@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion2vec_ui.audio import SAMPLE_RATE, load_audio
-from emotion2vec_ui.testdata import speak, speech_bounds
+from emotion2vec_ui.audio.decode import SAMPLE_RATE, load_audio
+from emotion2vec_ui.audio.testdata import speak, speech_bounds
 
 EXAMPLE_CLIP = Path(__file__).resolve().parents[1] / "emotion2vec_ui" / "assets" / "example_zh.wav"
 NOISE_LEVEL = 1e-3  # standard deviation of the background noise added to every recording

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotion2vec_ui.audio import MIN_SAMPLES, SAMPLE_RATE, AudioLimits, load_audio
+from emotion2vec_ui.audio.decode import MIN_SAMPLES, SAMPLE_RATE, AudioLimits, load_audio
+from emotion2vec_ui.audio.testdata import voice_like, write_audio
 from emotion2vec_ui.errors import (
     AudioDecodeError,
     AudioFileNotFoundError,
@@ -21,7 +22,6 @@ from emotion2vec_ui.errors import (
     InvalidSamplesError,
     UnsupportedCodecError,
 )
-from emotion2vec_ui.testdata import voice_like, write_audio
 
 from .conftest import CLIP_SECONDS, FORMAT_CASES
 
@@ -49,8 +49,8 @@ SOURCE_FORMATS = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3", "m4a": "M4A/MP4", 
 
 
 def test_every_format_case_is_in_the_one_format_list():
-    from emotion2vec_ui.formats import ACCEPTED_FORMATS, AUDIO_SUFFIXES
-    from emotion2vec_ui.testdata import suffix_for
+    from emotion2vec_ui.audio.formats import ACCEPTED_FORMATS, AUDIO_SUFFIXES
+    from emotion2vec_ui.audio.testdata import suffix_for
 
     assert {suffix_for(fmt) for fmt, _, _ in FORMAT_CASES} <= set(AUDIO_SUFFIXES)
     assert ACCEPTED_FORMATS == "WAV, MP3, M4A/AAC, FLAC, OGG (Vorbis/Opus) or WEBM"

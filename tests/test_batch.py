@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from emotion2vec_ui.batch import iter_batch_rows, run_batch
-from emotion2vec_ui.batch_table import SCORE_PREFIX, BatchTableError, ResultTable, read_table
-from emotion2vec_ui.cli import main
-from emotion2vec_ui.manifest import ManifestError, discover_inputs, input_id
-from emotion2vec_ui.testdata import voice_like, write_audio
+from emotion2vec_ui.audio.testdata import voice_like, write_audio
+from emotion2vec_ui.batch.manifest import ManifestError, discover_inputs, input_id
+from emotion2vec_ui.batch.run import iter_batch_rows, run_batch
+from emotion2vec_ui.batch.table import SCORE_PREFIX, BatchTableError, ResultTable, read_table
+from emotion2vec_ui.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def test_files_folders_and_manifest_with_two_bad_inputs(corpus, tiny_checkpoint,
 def test_segment_mode_rows_hold_each_speakers_segments(tiny_checkpoint, tiny_model, tmp_path, suffix, capsys):
     """A stereo call through the batch command, one speaker per channel: the row's
     segments are the segment result's, and a mono file's row is a clear error."""
-    from emotion2vec_ui.audio import SAMPLE_RATE
+    from emotion2vec_ui.audio.decode import SAMPLE_RATE
 
     from .speech import stereo_call
 
@@ -208,7 +208,7 @@ def test_other_settings_into_the_same_table_are_refused(corpus, tiny_checkpoint,
     assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "r.xlsx")]) == 2
     assert ".parquet, .csv, .jsonl" in capsys.readouterr().err
     assert main(["batch", str(corpus["good"][0]), "--out", str(tmp_path / "s.csv"), "--speakers", "2"]) == 2
-    assert "--speakers applies to --granularity segment only" in capsys.readouterr().err
+    assert "--speakers: speakers and speaker names apply to granularity \"segment\" only" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -367,7 +367,7 @@ def test_ctrl_c_commits_the_finished_rows(many_clips, tiny_checkpoint, tiny_mode
 
 
 def test_missing_ray_says_how_to_install(monkeypatch):
-    from emotion2vec_ui.batch_ray import RayUnavailableError, import_ray
+    from emotion2vec_ui.batch.ray_engine import RayUnavailableError, import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(RayUnavailableError,
@@ -386,7 +386,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_rows_of_the_local_engine(corpus, tiny_checkpoint, tiny_model, tmp_path, local_ray):
-    from emotion2vec_ui.batch_ray import run_batch_ray
+    from emotion2vec_ui.batch.ray_engine import run_batch_ray
 
     inputs = [corpus["calls"], corpus["manifest"], corpus["broken"]]
     local = run_batch(tiny_model, inputs, tmp_path / "local.parquet", "frame", embedding=True)
@@ -425,7 +425,7 @@ def test_ray_actor_computes_on_the_cpus_it_was_given(tiny_checkpoint, local_ray)
     def model_threads(model: str) -> tuple:
         import torch
 
-        from emotion2vec_ui.batch_ray import RecognizerActor
+        from emotion2vec_ui.batch.ray_engine import RecognizerActor
 
         actor = RecognizerActor(model, {"device": "cpu"}, "utterance", False, None)
         return torch.get_num_threads(), actor.recognizer.backend.lanes

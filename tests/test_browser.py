@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui import label_for
-from emotion2vec_ui.testdata import voice_like, write_audio
+from emotion2vec_ui.audio.testdata import voice_like, write_audio
 from tests.ui_server import REPO, ui_server  # noqa: F401  (ui_server is a fixture)
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from emotion2vec_ui.audio import SAMPLE_RATE
-from emotion2vec_ui.testdata import write_audio
-from emotion2vec_ui.ui_conversation import clock, conversation_outputs
+from emotion2vec_ui.audio.decode import SAMPLE_RATE
+from emotion2vec_ui.audio.testdata import write_audio
+from emotion2vec_ui.web.conversation import clock, conversation_outputs
 from tests.test_browser import ARTIFACTS, CHROMIUM, RUN, browser, expect, open_app, upload  # noqa: F401  (browser is a fixture)
 from tests.ui_server import ui_server  # noqa: F401  (ui_server is a fixture)
 
@@ -103,7 +103,7 @@ def test_a_stereo_call_by_channel(laptop_page, ui_server, call_file):  # noqa: F
 def test_a_60_minute_session_stays_readable(browser):  # noqa: F811
     """The views of a one-hour, two-speaker session drawn with the page's styles in a
     result-column-wide box: 12 rows of 5 minutes, every turn at least 2 px wide."""
-    from emotion2vec_ui.ui import CSS
+    from emotion2vec_ui.web.page import CSS
 
     result = session(60)
     visible, summary, timeline, table = conversation_outputs(result)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from emotion2vec_ui.cli import main
+from emotion2vec_ui.cli.main import main
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def test_build_checkpoint_never_overwrites(tmp_path, capsys):
      "--speaker-names: 3 speaker names given for 2 speakers"),
     (["--granularity", "segment", "--speaker-names", "a,b"], "--speaker-names: 2 speaker names given for 1 speaker;"),
     (["--granularity", "segment", "--speakers", "auto", "--speaker-names", "a,a"], "must be distinct"),
-    (["--speaker-names", "agent,customer"], "--speaker-names applies to --granularity segment only"),
-    (["--speakers", "channels"], "--speakers applies to --granularity segment only"),
+    (["--speaker-names", "agent,customer"], "--speaker-names: speakers and speaker names apply to granularity \"segment\" only"),
+    (["--speakers", "channels"], "--speakers: speakers and speaker names apply to granularity \"segment\" only"),
     (["--device", "gpu"], "--device: 'gpu' must be cpu, cuda or cuda:N"),
 ])
 def test_options_that_cannot_fit_are_refused_before_the_model_loads(argv, expected, capsys):
@@ -94,7 +94,7 @@ def test_options_that_cannot_fit_are_refused_before_the_model_loads(argv, expect
 def test_help_does_not_import_torch():
     probe = (
         "import sys\n"
-        "from emotion2vec_ui.cli import main\n"
+        "from emotion2vec_ui.cli.main import main\n"
         "try:\n    main(['predict', '--help'])\nexcept SystemExit:\n    pass\n"
         "print('heavy:', sorted(m for m in ('torch', 'funasr') if m in sys.modules))\n"
     )
@@ -132,7 +132,7 @@ def test_reader_that_went_away_ends_quietly(tmp_path, tiny_checkpoint, wav_clip)
 
 
 def test_progress_bar_draws_on_stderr(capsys):
-    from emotion2vec_ui.cli import _ProgressBar
+    from emotion2vec_ui.cli.progress import ProgressBar as _ProgressBar
 
     bar = _ProgressBar(width=10)
     bar(0.5, "30 / 60 s of audio")

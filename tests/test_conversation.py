@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui import MonoAudioError, save_recognition
-from emotion2vec_ui.audio import SAMPLE_RATE, load_audio
-from emotion2vec_ui.cli import main
+from emotion2vec_ui.audio.decode import SAMPLE_RATE, load_audio
+from emotion2vec_ui.audio.testdata import write_audio
+from emotion2vec_ui.cli.main import main
 from emotion2vec_ui.errors import SpeakerOptionError
 from emotion2vec_ui.results import NOT_AN_EMOTION, STRONGEST_MOMENTS
-from emotion2vec_ui.testdata import write_audio
 
 from .speech import dialogue, overlap_s, stereo_call
 
@@ -145,7 +145,7 @@ def test_speaker_names_are_checked_before_any_work(tiny_model, call, monkeypatch
     def no_vad(*args, **kwargs):
         raise AssertionError("the VAD ran before the names were checked")
 
-    monkeypatch.setattr("emotion2vec_ui.conversation.detect_speech", no_vad)
+    monkeypatch.setattr("emotion2vec_ui.segments.conversation.detect_speech", no_vad)
     waveform, _ = call
     for speakers, names in ((2, ["a"]), (None, ["a", "b"]), ("one", ["a", "b"]), ("auto", ["a", "a"])):
         with pytest.raises(SpeakerOptionError):
@@ -220,8 +220,8 @@ def test_output_folder_has_table_and_subtitles(auto_result, call, tmp_path):
 
 
 def test_cue_text_reads_like_a_caption():
+    from emotion2vec_ui.outputs.subtitles import cue_text, to_srt
     from emotion2vec_ui.results import Segment
-    from emotion2vec_ui.subtitles import cue_text, to_srt
 
     segment = Segment(3661.5, 3663.25, "customer", "angry", 0.8213, {"angry": 0.8213, "neutral": 0.1787})
     assert cue_text(segment) == "customer: 😠 愤怒 angry 82%"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from emotion2vec_ui.engine.hub import hub_reachable, require_hub
 from emotion2vec_ui.errors import HubUnreachableError, ModelLoadError
-from emotion2vec_ui.hub_access import hub_reachable, require_hub
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "https://hub.invalid"  # RFC 2606: never resolves

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from emotion2vec_ui import kernels, load_model
+from emotion2vec_ui import load_model
+from emotion2vec_ui.engine import kernels
 from emotion2vec_ui.errors import ModelLoadError
 
 from .conftest import random_speechlike

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from emotion2vec_ui import ModelLoadError, load_model
-from emotion2vec_ui.backend_common import check_lanes, cpu_threads
-from emotion2vec_ui.lanes import CpuLanes
+from emotion2vec_ui.engine.backend import check_lanes, cpu_threads
+from emotion2vec_ui.engine.lanes import CpuLanes
 
 from .conftest import random_speechlike
 

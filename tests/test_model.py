@@ -10,11 +10,12 @@ import pytest
 import torch
 import yaml
 
-from emotion2vec_ui import kernels, load_model
-from emotion2vec_ui.checkpoint import build_checkpoint, template_tokens
+from emotion2vec_ui import load_model
+from emotion2vec_ui.engine import kernels
+from emotion2vec_ui.engine.checkpoint import build_checkpoint, template_tokens
+from emotion2vec_ui.engine.kernels import onednn_linear, pick_linear
+from emotion2vec_ui.engine.torch_backend import FrameGeometry, load_backend, pick_device
 from emotion2vec_ui.errors import CheckpointMismatchError, ModelLoadError
-from emotion2vec_ui.kernels import onednn_linear, pick_linear
-from emotion2vec_ui.model import FrameGeometry, load_backend, pick_device
 
 from .conftest import random_speechlike
 
@@ -364,8 +365,8 @@ def test_threads_at_once_give_the_one_at_a_time_results(tiny_checkpoint):
 
 def test_window_longer_than_the_maximum_is_refused(tiny_model):
     from emotion2vec_ui import Recognizer
+    from emotion2vec_ui.engine.backend import MAX_WINDOW_S
     from emotion2vec_ui.errors import WindowTooLongError
-    from emotion2vec_ui.model import MAX_WINDOW_S
 
     with pytest.raises(WindowTooLongError, match="longest window"):
         load_model("/nonexistent-folder", window_s=MAX_WINDOW_S + 1)  # refused before loading

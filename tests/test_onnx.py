@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui import load_model
-from emotion2vec_ui.backend_common import cpu_threads
-from emotion2vec_ui.cli import main
+from emotion2vec_ui.cli.main import main
+from emotion2vec_ui.engine.backend import cpu_threads
+from emotion2vec_ui.engine.onnx_backend import MANIFEST, OnnxBackend, load_onnx_backend
 from emotion2vec_ui.errors import ModelLoadError
-from emotion2vec_ui.onnx_backend import MANIFEST, OnnxBackend, load_onnx_backend
 
 from .conftest import random_speechlike
 
@@ -26,14 +26,14 @@ LENGTHS_S = (3.0, 0.7, 1.9, 0.03)  # a padded batch: long, short, middle, one fr
 
 @pytest.fixture(scope="module")
 def onnx_folder(tiny_checkpoint, tmp_path_factory):
-    from emotion2vec_ui.onnx_export import export_onnx
+    from emotion2vec_ui.engine.onnx_export import export_onnx
 
     return export_onnx(tmp_path_factory.mktemp("onnx") / "tiny-fp32", str(tiny_checkpoint))
 
 
 @pytest.fixture(scope="module")
 def onnx_int8_folder(tiny_checkpoint, tmp_path_factory):
-    from emotion2vec_ui.onnx_export import export_onnx
+    from emotion2vec_ui.engine.onnx_export import export_onnx
 
     return export_onnx(tmp_path_factory.mktemp("onnx") / "tiny-int8", str(tiny_checkpoint), int8=True)
 
@@ -198,7 +198,7 @@ def test_export_never_overwrites(onnx_folder, tiny_checkpoint, tmp_path, capsys)
 
 
 def test_failed_export_leaves_nothing(onnx_folder, tiny_checkpoint, tmp_path, capsys, monkeypatch):
-    from emotion2vec_ui import onnx_export
+    from emotion2vec_ui.engine import onnx_export
 
     target = tmp_path / "out" / "export"
     assert main(["export-onnx", str(target), "--model", str(tmp_path / "no-such-model")]) == 2

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from emotion2vec_ui import load_audio, save_recognition
-from emotion2vec_ui import outputs as outputs_module
 from emotion2vec_ui.errors import OutputWriteError
+from emotion2vec_ui.outputs import folders as outputs_module
 
 NOON = datetime(2026, 5, 17, 12, 0, 5)
 
@@ -114,7 +114,7 @@ KILLED_MID_SAVE = """
 import os, signal, sys
 import numpy as np
 from emotion2vec_ui import load_model, save_recognition
-from emotion2vec_ui import outputs
+from emotion2vec_ui.outputs import folders as outputs
 model = load_model(sys.argv[1], device="cpu", warm_up=False)
 result = model.predict(sys.argv[2], embedding=True)
 outputs.np.save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # dies half-way through the save
@@ -127,7 +127,7 @@ def test_a_save_killed_half_way_is_swept_at_the_next_start(tiny_checkpoint, wav_
     import subprocess
     import sys
 
-    from emotion2vec_ui.cli import main
+    from emotion2vec_ui.cli.main import main
 
     out = tmp_path / "outputs"
     done = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(tiny_checkpoint), str(wav_clip), str(out)],

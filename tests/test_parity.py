@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui import load_audio
-from emotion2vec_ui.model import contained_funasr
+from emotion2vec_ui.engine.torch_backend import contained_funasr
 
 TOLERANCE = 1e-5
 CASES = ["wav-16000-1ch", "mp3-44100-2ch", "flac-48000-6ch", "m4a-48000-2ch", "ogg-44100-2ch", "webm-48000-2ch"]
@@ -60,7 +60,7 @@ def test_batched_results_match_funasr(tiny_model, reference, audio_files):
 
 def test_longer_clip_matches_funasr(tiny_model, reference, tmp_path):
     """7 s (349 frames): the conv front end runs in several pieces and must still match."""
-    from emotion2vec_ui.testdata import voice_like, write_audio
+    from emotion2vec_ui.audio.testdata import voice_like, write_audio
 
     audio = load_audio(write_audio(tmp_path / "long.flac", voice_like(7.0, 22_050, 2, seed=5), 22_050, "flac"))
     expected = _generate(reference, audio.waveform, "frame")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from emotion2vec_ui import AudioDecodeError, Recognizer, load_audio
-from emotion2vec_ui.pipeline import plan_windows
+from emotion2vec_ui.engine.backend import MAX_WINDOW_S
+from emotion2vec_ui.engine.recognizer import plan_windows
 from emotion2vec_ui.results import build_result
-from emotion2vec_ui.settings import MAX_WINDOW_S
 
 from .conftest import random_speechlike
 
@@ -221,7 +221,7 @@ def test_batches_group_similar_lengths_within_the_budget(tiny_model):
 
 def test_progress_counts_the_files_own_seconds(tiny_model):
     """Long audio runs as overlapping windows; the progress still counts the file's seconds."""
-    from emotion2vec_ui.audio import load_audio
+    from emotion2vec_ui.audio.decode import load_audio
 
     audio = load_audio((random_speechlike(70.0), 16_000), name="long")
     messages = []
@@ -249,9 +249,9 @@ def test_speaker_options_outside_segment_mode_are_refused(tiny_model, audio_file
 
     clip = audio_files["wav-44100-2ch"]
     for options in ({"speakers": "channels"}, {"speakers": 2}, {"speaker_names": ["agent"]}):
-        with pytest.raises(SpeakerOptionError, match='apply to granularity="segment" only'):
+        with pytest.raises(SpeakerOptionError, match='apply to granularity "segment" only'):
             tiny_model.predict(clip, "frame", **options)
-        with pytest.raises(SpeakerOptionError, match='apply to granularity="segment" only'):
+        with pytest.raises(SpeakerOptionError, match='apply to granularity "segment" only'):
             tiny_model.predict_batch([clip], on_error="return", **options)
     with pytest.raises(SpeakerOptionError, match="3 speaker names given for 2 speaker"):
         tiny_model.predict(tmp_path / "not_there.wav", "segment", speakers=2, speaker_names=["a", "b", "c"])
@@ -266,7 +266,7 @@ def test_options_of_the_wrong_kind_are_typed_errors(tiny_model, audio_files):
     clip = audio_files["wav-16000-1ch"]
     with pytest.raises(OptionError, match="granularity must be one of utterance, frame, segment, not 'segments'"):
         tiny_model.predict(clip, "segments")
-    with pytest.raises(OptionError, match="embedding must be True or False, not 'yes'"):
+    with pytest.raises(OptionError, match=r"embedding must be true or false \(a boolean\), not 'yes'"):
         tiny_model.predict(clip, embedding="yes")
     with pytest.raises(SpeakerOptionError, match=r"a list such as \['agent', 'customer'\], not the text"):
         tiny_model.predict(clip, "segment", speakers="auto", speaker_names="agent,customer")

@@ -66,7 +66,7 @@ def _cli_commands() -> list[list[str]]:
 
 
 def test_every_cli_command_in_the_readme_parses():
-    from emotion2vec_ui.cli import build_parser
+    from emotion2vec_ui.cli.main import build_parser
 
     commands = _cli_commands()
     assert {argv[0] for argv in commands} >= {"predict", "build-checkpoint"}
@@ -76,7 +76,7 @@ def test_every_cli_command_in_the_readme_parses():
 
 def test_every_cli_flag_named_in_the_readme_exists():
     """The flags the command line section names in its text (`--json`, `--quiet`, ...)."""
-    from emotion2vec_ui.cli import build_parser
+    from emotion2vec_ui.cli.main import build_parser
 
     section = _readme().split("## Command line", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`(--[a-z][a-z-]*)", section))
@@ -103,14 +103,14 @@ def test_cli_output_line_in_the_readme_has_the_real_columns(tmp_path, tiny_check
 
 
 def test_readme_names_the_formats_the_decoder_reads():
-    from emotion2vec_ui.formats import ACCEPTED_FORMATS
+    from emotion2vec_ui.audio.formats import ACCEPTED_FORMATS
 
     web_page = _readme().split("## Web page", 1)[1].split("\n## ", 1)[0]
     assert ACCEPTED_FORMATS in " ".join(web_page.split())
 
 
 def test_no_internet_section_says_what_the_message_says():
-    from emotion2vec_ui.hub_access import offline_message
+    from emotion2vec_ui.engine.hub import offline_message
 
     section = _readme().split("## No internet / trying it without the model", 1)[1].split("\n## ", 1)[0]
     message = offline_message("iic/emotion2vec_plus_large", "ms", "https://modelscope.cn", Path("/cache"))
@@ -125,7 +125,7 @@ def test_no_internet_section_says_what_the_message_says():
 
 def test_readme_api_names_exist(tiny_model):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui import build_demo
+    from emotion2vec_ui.web.page import build_demo
 
     section = _readme().split("## REST API", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r'api_name="/(\w+)"', section)) | set(re.findall(r"/gradio_api/call/(\w+)", section))

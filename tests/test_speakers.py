@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emotion2vec_ui.speakers import cluster, diarize, silhouette
-from emotion2vec_ui.vad import detect_speech
+from emotion2vec_ui.audio.vad import detect_speech
+from emotion2vec_ui.segments.speakers import cluster, diarize, silhouette
 
 from .speech import dialogue, example_clip, overlap_s
 

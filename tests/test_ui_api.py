@@ -207,8 +207,8 @@ def test_recognitions_share_one_queued_model_slot(tiny_model, tmp_path):
     """Both model events (page button and /predict) run one at a time, in a bounded queue;
     batches (the batch tab's button and /predict_batch) one at a time in the same queue."""
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui import MODEL_CONCURRENCY_ID, build_demo
-    from emotion2vec_ui.ui_batch import BATCH_CONCURRENCY_ID
+    from emotion2vec_ui.web.batch import BATCH_CONCURRENCY_ID
+    from emotion2vec_ui.web.page import MODEL_CONCURRENCY_ID, build_demo
 
     demo = build_demo(tiny_model, default_settings("server", output_dir=str(tmp_path), queue_size=7))
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
@@ -258,7 +258,7 @@ def frame_result(seconds: float, seed: int = 0):
 
 @pytest.mark.parametrize("seconds, step_s, window_s, points", [(4.65, 0.1, 0.1, 46), (30, 0.1, 0.5, 300), (600, 2.0, 10.0, 300)])
 def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points):
-    from emotion2vec_ui.ui_views import emotion_track
+    from emotion2vec_ui.web.views import emotion_track
 
     track, step, window = emotion_track(frame_result(seconds))
     assert (step, window) == (step_s, window_s)
@@ -269,7 +269,7 @@ def test_the_time_plot_stays_light_and_smooth(seconds, step_s, window_s, points)
 
 
 def test_page_helpers():
-    from emotion2vec_ui.ui_views import headline_html, page_json, segment_min_s, segment_table
+    from emotion2vec_ui.web.views import headline_html, page_json, segment_min_s, segment_table
 
     result = frame_result(600)
     assert segment_min_s(30) == 0.5 and segment_min_s(600) == 5.0
@@ -293,7 +293,7 @@ def test_segment_table_follows_the_smoothed_track_the_plot_shows():
     import numpy as np
 
     from emotion2vec_ui.results import build_result
-    from emotion2vec_ui.ui_views import emotion_track, segment_table
+    from emotion2vec_ui.web.views import emotion_track, segment_table
 
     labels = ["angry", "other", "neutral"]
     rng = np.random.default_rng(0)
@@ -321,7 +321,7 @@ def test_segment_table_follows_the_smoothed_track_the_plot_shows():
 def test_clip_warnings_warn_about_short_and_silent_clips():
     import numpy as np
 
-    from emotion2vec_ui.audio import clip_warnings
+    from emotion2vec_ui.audio.decode import clip_warnings
     from tests.conftest import random_speechlike
 
     speech = random_speechlike(3.0)
@@ -335,7 +335,7 @@ def test_clip_warnings_warn_about_short_and_silent_clips():
 
 
 def test_score_bars_show_every_emotion_as_a_percentage():
-    from emotion2vec_ui.ui_views import emotion_name, score_bars_html
+    from emotion2vec_ui.web.views import emotion_name, score_bars_html
 
     result = frame_result(3)
     bars = score_bars_html(result)
@@ -352,7 +352,7 @@ def test_score_bars_show_every_emotion_as_a_percentage():
 @pytest.fixture
 def handlers(tiny_model, tmp_path):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui import Handlers
+    from emotion2vec_ui.web.single import Handlers
 
     return Handlers(tiny_model, default_settings("server", output_dir=str(tmp_path / "outputs")))
 
@@ -376,7 +376,7 @@ def test_handlers_answer_the_page_and_the_api(handlers, wav_clip, tmp_path):
     ("/no/such/file.wav", "utterance", False, "file.wav: no such file"),
 ])
 def test_handlers_refuse_with_a_message_and_write_nothing(handlers, audio, granularity, embedding, words, tmp_path):
-    from emotion2vec_ui.ui import UserFacingError
+    from emotion2vec_ui.web.requests import UserFacingError
 
     with pytest.raises(UserFacingError, match=words):
         handlers.api_predict(audio, granularity, embedding)
@@ -384,7 +384,7 @@ def test_handlers_refuse_with_a_message_and_write_nothing(handlers, audio, granu
 
 
 def test_a_bug_is_logged_with_its_traceback_and_the_user_told_plainly(handlers, wav_clip, caplog, monkeypatch):
-    from emotion2vec_ui.ui import UserFacingError
+    from emotion2vec_ui.web.requests import UserFacingError
 
     def broken(*args, **kwargs):
         raise KeyError("internal")
@@ -398,7 +398,7 @@ def test_a_bug_is_logged_with_its_traceback_and_the_user_told_plainly(handlers, 
 def test_failed_logins_wait_longer_each_time():
     import asyncio
 
-    from emotion2vec_ui.ui import LOGIN_MAX_DELAY_S, LoginGuard
+    from emotion2vec_ui.web.login import LOGIN_MAX_DELAY_S, LoginGuard
 
     now = [0.0]
     guard = LoginGuard("alice", "pw", clock=lambda: now[0])
@@ -413,7 +413,7 @@ def test_failed_logins_wait_longer_each_time():
 
 
 def test_the_header_lists_the_checkpoints_own_labels(tiny_model, monkeypatch):
-    from emotion2vec_ui.ui import _header_markdown
+    from emotion2vec_ui.web.page import _header_markdown
 
     monkeypatch.setattr(type(tiny_model), "labels", property(lambda self: ["angry", "happy", "sad"]))
     header = _header_markdown(tiny_model)

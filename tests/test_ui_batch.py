@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emotion2vec_ui.batch_upload import BatchLimitError, BatchLimits, gather_uploads
-from emotion2vec_ui.testdata import voice_like, write_audio
-from emotion2vec_ui.turns import ModelTurns, TakingTurns
+from emotion2vec_ui.audio.testdata import voice_like, write_audio
+from emotion2vec_ui.web.batch_upload import BatchLimitError, BatchLimits, gather_uploads
+from emotion2vec_ui.web.turns import ModelTurns, TakingTurns
 from tests.ui_server import BATCH_MAX_FILES, BATCH_MAX_MB, ui_server  # noqa: F401  (ui_server is a fixture)
 
 LIMITS = BatchLimits(max_files=10, max_total_bytes=10 * 2**20, max_file_bytes=2 * 2**20)
@@ -120,7 +120,7 @@ def test_a_damaged_archive_is_one_failed_row(tmp_path):
 @pytest.fixture
 def batch(tiny_model, tmp_path):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui_batch import PageBatch
+    from emotion2vec_ui.web.batch import PageBatch
 
     settings = default_settings("server", output_dir=str(tmp_path / "outputs"), batch_max_files=8)
     return PageBatch(TakingTurns(tiny_model), settings)
@@ -180,7 +180,7 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     (["x.wav"], ("segment", False, "everyone"), 'speakers must be "one", "channels"'),
 ])
 def test_unusable_calls_are_refused_with_a_message(batch, files, options, words):
-    from emotion2vec_ui.ui import RequestError
+    from emotion2vec_ui.web.requests import RequestError
 
     with pytest.raises(RequestError, match=words):
         batch.plan(files, *options)
@@ -195,7 +195,7 @@ def test_segment_mode_with_one_speaker_per_channel(batch, tmp_path):
 
 
 def test_the_page_sees_rows_as_they_finish_then_chart_and_downloads(batch, tmp_path):
-    from emotion2vec_ui.ui_batch import page_updates, progress_html
+    from emotion2vec_ui.web.batch import page_updates, progress_html
 
     files = [str(clip(tmp_path, f"c{i}.wav", seed=i)) for i in range(3)]
     views = list(page_updates(batch, batch.plan(files, "utterance", False, "one")))
@@ -229,7 +229,7 @@ class NotedTurns(TakingTurns):
 
 def test_files_are_recognised_in_groups_of_the_models_audio_in_flight(tiny_model, tmp_path):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui_batch import PageBatch
+    from emotion2vec_ui.web.batch import PageBatch
 
     settings = default_settings("server", output_dir=str(tmp_path / "outputs"))
     files = [clip(tmp_path, "a.wav", seed=1), clip(tmp_path, "b.wav", seed=2), clip(tmp_path, "c.wav", seed=3),
@@ -253,7 +253,7 @@ def test_files_are_recognised_in_groups_of_the_models_audio_in_flight(tiny_model
 
 def test_a_fault_on_one_file_of_a_group_stays_with_that_file(tiny_model, tmp_path):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui_batch import PageBatch
+    from emotion2vec_ui.web.batch import PageBatch
 
     settings = default_settings("server", output_dir=str(tmp_path / "outputs"))
     files = [str(clip(tmp_path, f"{name}.wav", seed=seed)) for seed, name in enumerate("abc")]

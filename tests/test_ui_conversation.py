@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from emotion2vec_ui.audio import SAMPLE_RATE
+from emotion2vec_ui.audio.decode import SAMPLE_RATE
+from emotion2vec_ui.audio.testdata import write_audio
 from emotion2vec_ui.results import Segment, build_segment_result
-from emotion2vec_ui.testdata import write_audio
-from emotion2vec_ui.ui_conversation import (
+from emotion2vec_ui.web.conversation import (
     clock,
     conversation_outputs,
     conversation_table,
@@ -173,7 +173,7 @@ def test_names_in_the_views_are_escaped():
 @pytest.fixture
 def handlers(tiny_model, tmp_path):
     from emotion2vec_ui.settings import default_settings
-    from emotion2vec_ui.ui import Handlers
+    from emotion2vec_ui.web.single import Handlers
 
     return Handlers(tiny_model, default_settings("server", output_dir=str(tmp_path / "outputs")))
 
@@ -198,7 +198,7 @@ def test_the_page_shows_a_stereo_call_by_channel(handlers, stereo_file):
     ("2", "only one", "1 speaker names given for 2 speakers"),
 ])
 def test_handlers_refuse_bad_speaker_options_and_write_nothing(handlers, stereo_file, speakers, names, words, tmp_path):
-    from emotion2vec_ui.ui import UserFacingError
+    from emotion2vec_ui.web.requests import UserFacingError
 
     with pytest.raises(UserFacingError, match=words) as raised:
         handlers.api_predict(str(stereo_file[0]), "segment", False, speakers, names)
@@ -207,7 +207,7 @@ def test_handlers_refuse_bad_speaker_options_and_write_nothing(handlers, stereo_
 
 
 def test_channels_on_a_mono_file_is_a_clear_error(handlers, mono_file):
-    from emotion2vec_ui.ui import UserFacingError
+    from emotion2vec_ui.web.requests import UserFacingError
 
     with pytest.raises(UserFacingError, match="call_mono.wav: one speaker per channel needs a recording with two"):
         handlers.api_predict(str(mono_file), "segment", False, "channels")
@@ -216,7 +216,7 @@ def test_channels_on_a_mono_file_is_a_clear_error(handlers, mono_file):
 def test_speaker_options_do_not_disturb_the_pages_other_granularities(handlers, stereo_file):
     """The page's hidden speaker inputs keep their values when another granularity is chosen;
     an API call that sets them for another granularity is told they do not apply."""
-    from emotion2vec_ui.ui import UserFacingError
+    from emotion2vec_ui.web.requests import UserFacingError
 
     shown = handlers.page_recognize(str(stereo_file[0]), "utterance", False, "channels", "agent, customer")
     page_json, files = shown[7], shown[8]

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from emotion2vec_ui.audio import SAMPLE_RATE
-from emotion2vec_ui.vad import CHUNK, VadSettings, detect_speech, speech_probabilities, speech_regions
+from emotion2vec_ui.audio.decode import SAMPLE_RATE
+from emotion2vec_ui.audio.vad import CHUNK, VadSettings, detect_speech, speech_probabilities, speech_regions
 
 from .speech import DIALOGUE, assemble, example_clip, line
 
@@ -78,7 +78,7 @@ def test_bad_settings_are_refused(bad):
 def test_weights_load_without_warnings(monkeypatch):
     """Reading the packaged network's tensors prints nothing (torch flags TorchScript loading
     as deprecated; the file is only read for its tensors)."""
-    from emotion2vec_ui import vad
+    from emotion2vec_ui.audio import vad
 
     monkeypatch.setattr(vad, "_weights", None)
     with warnings.catch_warnings(record=True) as caught:

@@ -1,0 +1,1 @@
+"""The model: load_model + Recognizer, backends (torch, ONNX), encoder, kernels, checkpoints, hub access."""

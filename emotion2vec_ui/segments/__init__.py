@@ -1,0 +1,1 @@
+"""Who spoke when: speech segments -> speakers -> turns, each recognised as an utterance."""

@@ -1,0 +1,1 @@
+"""The web page and its REST API: request checks, handlers, views, tabs."""
