@@ -1,7 +1,7 @@
 """Serve the emotion2vec+ web page and REST API: `python app.py [options]` (or `bash run.sh`).
 
 Every option falls back to an environment variable, then to a default; the list is in
-emotion2vec_ui/settings.py and the README (`python app.py --help` prints it).
+emotion2vec_ui/settings.py and docs/server.md (`python app.py --help` prints it).
 
 The model loads and warms up when this module is imported, so `demo` exists at module
 level for Gradio's reload mode (`gradio app.py`); a model that cannot load ends the
@@ -47,6 +47,10 @@ def load_or_exit(settings: Settings):
     log.info("model %s on %s (%s, %s): loaded and warmed up in %.1f s", model.model_name, model.device,
              "ONNX Runtime" if settings.backend == "onnx" else "torch", model.backend.precision,
              time.perf_counter() - started)
+    if model.random_weights:
+        log.warning("model %s has random weights (built by build-checkpoint, for tests and trials): its emotions "
+                    "are meaningless; the page says so in its header, and every result in random_weights and "
+                    "model_warning.", model.model_name)
     return model
 
 

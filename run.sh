@@ -8,11 +8,10 @@ VENV=.venv
 PYTHON=${PYTHON:-python3}
 
 install() {  # install requirement files once per content; re-runs are a hash check
-    local stamp="$VENV/.installed-$(cat "$@" requirements-nodeps.txt pyproject.toml | sha256sum | cut -c1-16)"
+    local stamp="$VENV/.installed-$(cat "$@" pyproject.toml | sha256sum | cut -c1-16)"
     [ -f "$stamp" ] && return 0
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     for file in "$@"; do "$VENV/bin/python" -m pip install --quiet -r "$file"; done
-    "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
     # setuptools warns that a folder named like the package may shadow it: here that folder is the package.
     PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
     touch "$stamp"

@@ -16,17 +16,21 @@ from .errors import (
     AudioError,
     AudioFileNotFoundError,
     AudioLimitError,
+    AudioReadError,
     AudioTooShortError,
     CheckpointMismatchError,
     CorruptAudioError,
     Emotion2vecError,
     EmptyAudioError,
+    HubUnreachableError,
     InvalidSamplesError,
     ModelLoadError,
     MonoAudioError,
     OptionError,
+    OutputWriteError,
     SpeakerOptionError,
     UnsupportedCodecError,
+    WindowTooLongError,
 )
 from .outputs.folders import save_recognition
 from .results import EMOTION_LABELS, EmotionResult, label_for
@@ -36,7 +40,7 @@ __all__ = [
     "AudioDecodeError", "AudioError", "AudioFileNotFoundError", "AudioLimitError", "AudioTooShortError",
     "CheckpointMismatchError", "CorruptAudioError", "Emotion2vecError", "EmptyAudioError",
     "InvalidSamplesError", "ModelLoadError", "MonoAudioError", "OptionError", "SpeakerOptionError",
-    "UnsupportedCodecError",
+    "UnsupportedCodecError", "AudioReadError", "HubUnreachableError", "OutputWriteError", "WindowTooLongError",
     "save_recognition", "Recognition", "Recognizer", "load_model",
     "EMOTION_LABELS", "EmotionResult", "label_for", "VadSettings",
 ]

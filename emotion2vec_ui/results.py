@@ -22,6 +22,10 @@ SHORT_SEGMENT_S = 1.0  # segments shorter than this are flagged: emotion on them
 STRONGEST_MOMENTS = 3  # top segments kept per speaker and emotion in the summary
 NOT_AN_EMOTION = ("neutral", "other", "unknown")  # left out of the strongest moments
 FRAME_RUN_MIN_S = 0.5  # shortest run of one emotion in a frame result's JSON "segments"
+RANDOM_WEIGHTS_WARNING = (  # a result's "model_warning" when its checkpoint was built with random weights
+    "随机权重模型 Random-weight model: this checkpoint was built with random weights (build-checkpoint) for tests "
+    "and trials, not trained; its emotions are meaningless."
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,17 @@ EMOTION_LABELS = {
 }
 UNKNOWN_TOKEN = "<unk>"
 MASKED_TOKEN_PREFIX = "unuse"  # funasr's marker for a class the checkpoint does not use
+
+
+def counted(number: int, noun: str) -> str:
+    """`number` and `noun`, singular or plural as the count needs: "1 speaker", "2 speakers",
+    "0 files" (English nouns that take an -s; every count this package shows is one)."""
+    return f"{number} {noun_for(number, noun)}"
+
+
+def noun_for(number: int, noun: str) -> str:
+    """`noun` as a count of `number` needs it: "speaker" for 1, "speakers" otherwise."""
+    return noun if number == 1 else f"{noun}s"
 
 
 def label_for(key: str) -> EmotionLabel:
@@ -159,6 +174,8 @@ class EmotionResult:
     `timings_s` ({"vad", "speakers", "emotion"} seconds), its `embedding` is (S, D) one
     row per segment, and `note` says when no speech was found. `warnings` say what the
     result may suffer from: a clip under 1 s, a nearly silent one (audio.clip_warnings).
+    `random_weights` is set when the model's checkpoint was built with random weights
+    (build-checkpoint): then its emotions are meaningless, and `to_dict` says so.
     """
 
     emotion: str
@@ -176,6 +193,7 @@ class EmotionResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     note: str | None = None
     warnings: list[str] = field(default_factory=list)
+    random_weights: bool = False
 
     @property
     def labels(self) -> list[str]:
@@ -252,6 +270,9 @@ class EmotionResult:
             "model": self.model,
             "input": self.source,
         }
+        if self.random_weights:  # only then: a trained model's results have neither field
+            data["random_weights"] = True
+            data["model_warning"] = RANDOM_WEIGHTS_WARNING
         if self.embedding is not None:
             data["embedding_shape"] = list(self.embedding.shape)
         if self.frame_scores is not None:

@@ -52,7 +52,7 @@ class Option:
         return self.server_default if program == "server" and self.server_default is not None else self.default
 
     def shown_default(self, program: str) -> str:
-        """The default as help texts and the README show it: "none", "1024", "fp32"."""
+        """The default as help texts and the docs show it: "none", "1024", "fp32"."""
         default = self.default_for(program)
         return "none" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
 
@@ -310,7 +310,7 @@ def configure_logging(level: str) -> None:
 
 
 def settings_table(program: str) -> str:
-    """The README's markdown table of `program`'s settings: flag, environment, default."""
+    """The docs' markdown table of `program`'s settings: flag, environment, default."""
     rows = ["| setting | flag | environment | default |", "| --- | --- | --- | --- |"]
     for option in OPTIONS:
         if program in option.programs:

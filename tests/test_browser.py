@@ -1,11 +1,13 @@
 """The page in a real headless Chromium (Playwright's sync API): upload, recognise, read
 the results, in both granularities, with a bad file and with the example clip.
 
-Screenshots of each run are saved under test-artifacts/ at the repository root.
+Screenshots of each run are saved under test-artifacts/ at the repository root; with
+E2V_UPDATE_SCREENSHOTS=1 the example's run also rewrites the docs' picture, docs/images/page.png.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,7 +25,8 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",  # a test tone as microphone
 ]
 ARTIFACTS = REPO / "test-artifacts"
-RUN = "🎯 开始识别"
+RUN = "🎯 开始识别 Recognise"
+EXAMPLE = "🎧 识别示例 Run the example"  # loads the shipped clip and recognises it
 
 pytestmark = [
     pytest.mark.browser,
@@ -76,6 +79,20 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"browser_{name}.png"), full_page=True)
+
+
+DOCS_SCREENSHOT = REPO / "docs" / "images" / "page.png"  # the README's and the docs' picture of the page
+
+
+def update_docs_screenshot(page) -> None:
+    """With E2V_UPDATE_SCREENSHOTS=1, the page as a 1366x768 screen shows it, into DOCS_SCREENSHOT."""
+    if os.environ.get("E2V_UPDATE_SCREENSHOTS") != "1":
+        return
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(800)  # let the layout and the plot settle at the new width
+    DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_SCREENSHOT))
 
 
 def upload(page, path: Path) -> None:
@@ -176,21 +193,56 @@ def test_bad_file_shows_a_toast_naming_it_and_the_page_goes_on(page, tmp_path):
     screenshot(page, "bad_file")
     page.locator("[data-testid=toast-close]").first.click()
 
-    page.get_by_role("button", name="加载示例音频 Load the example").click()
+    page.get_by_role("button", name=EXAMPLE).click()  # loads the example and recognises it
     expect(page.locator("#e2v-audio a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
-    recognise(page)
     expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
 
 
-def test_example_button_loads_the_shipped_clip(page):
-    page.get_by_role("button", name="加载示例音频 Load the example").click()
+def test_example_button_loads_the_shipped_clip_and_recognises_it(page):
+    page.get_by_label("帧级别 (frame)").check()
+    page.get_by_role("button", name=EXAMPLE).click()  # no press of the run button: the example runs at once
     audio = page.locator("#e2v-audio")
     expect(audio.locator("a[download]")).to_have_attribute("href", re.compile("example_zh.wav"))
     expect(audio).to_contain_text("0:05")  # the player shows the clip's 4.65 s, rounded up
-    recognise(page, "frame")
+    expect(page.locator("#e2v-log textarea")).to_have_value(re.compile(r"\[4/4\] 保存 Saving: outputs_\d{8}_\d{6}"))
     expect(page.locator("#e2v-headline")).to_contain_text("example_zh.wav")
-    assert "16000 Hz 1 ch → 16000 Hz mono, 4.65 s" in page.locator("#e2v-log textarea").input_value()
+    log = page.locator("#e2v-log textarea").input_value()
+    assert "16000 Hz 1 ch → 16000 Hz mono, 4.65 s" in log and "[3/4] 推理 Inference: frame on cpu" in log
+    expect(page.locator("#e2v-track svg.marks")).to_be_visible()  # with the options chosen: frame mode
     screenshot(page, "example")
+    update_docs_screenshot(page)
+
+
+def test_every_button_is_in_view_at_1366x768_and_says_what_it_does_in_both_languages(browser, ui_server):  # noqa: F811
+    """On a 1366x768 screen the run button needs no scrolling, with any granularity chosen,
+    and the header warns that the test checkpoint's random weights make its emotions meaningless."""
+    context, page = open_app(browser, ui_server.url, 1366, 768)
+    try:
+        def in_view(selector: str) -> None:
+            box = page.locator(selector).bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 768 and box["x"] + box["width"] <= 1366, \
+                (selector, box)
+
+        assert page.evaluate("window.scrollY") == 0
+        for granularity in ("整句级别 (utterance)", "帧级别 (frame)", "语段级别 (segment)"):
+            page.get_by_label(granularity).check()
+            page.wait_for_timeout(300)  # the speaker options open in segment mode
+            in_view("#e2v-run")
+            in_view("#e2v-example")
+        expect(page.locator("#e2v-run")).to_have_text(RUN)
+        expect(page.locator("#e2v-example")).to_have_text(EXAMPLE)
+        banner = page.locator("#e2v-random-weights")
+        expect(banner).to_be_visible()
+        expect(banner).to_contain_text("Random-weight model: its emotions are meaningless")
+        in_view("#e2v-random-weights")
+        page.wait_for_timeout(300)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_single_1366x768.png"))
+        page.get_by_role("tab", name="批量处理 Batch").click()
+        expect(page.locator("#e2v-batch-run")).to_have_text("📦 开始批量识别 Run the batch")
+        in_view("#e2v-batch-run")
+    finally:
+        context.close()
 
 
 def test_microphone_recording(page):
@@ -290,9 +342,13 @@ def test_batch_tab_with_ten_files_two_of_them_bad(browser, ui_server, tmp_path):
     try:
         page.goto(ui_server.url)
         page.get_by_role("tab", name="批量处理 Batch").click()
+        expect(page.locator("#e2v-batch-selection")).to_have_text("未选择文件 · No files chosen")
         page.locator("#e2v-batch-files input[type=file]").set_input_files([str(f) for f in files])
         expect(page.locator("#e2v-batch-files a[download]")).to_have_count(10)
-        page.get_by_role("button", name="📦 开始批量识别").click()
+        size = sum(f.stat().st_size for f in files)  # the box lists a few files; the line counts them all
+        shown = f"{size / 2**20:.1f} MB" if size >= 2**20 else f"{size / 1024:.0f} KB"
+        expect(page.locator("#e2v-batch-selection")).to_have_text(f"已选 10 个文件 · 10 files, {shown}")
+        page.get_by_role("button", name="📦 开始批量识别 Run the batch").click()
         progress = page.locator("#e2v-batch-progress")
         expect(progress).to_contain_text("10 / 10", timeout=120_000)
         table = page.locator("#e2v-batch-table")
@@ -312,6 +368,16 @@ def test_batch_tab_with_ten_files_two_of_them_bad(browser, ui_server, tmp_path):
         expect(chart.locator(".mark-rect path")).to_have_count(9)
         downloads = page.locator("#e2v-batch-downloads")
         expect(downloads).to_contain_text("summary.csv")
+        expect(downloads.locator("a[download]")).to_have_count(2)
+        expect(downloads.get_by_role("button", name="Remove this file")).to_have_count(0)  # output only
+        expect(page.locator("#e2v-batch-files").get_by_role("button", name="Remove this file")).not_to_have_count(0)
+        server_log = ui_server.stderr_path.read_text()  # one line per file, as each finished
+        assert re.search(r"batch file 1/10: call_00\.wav \(2\.0 s of audio\): \w+ \d+\.\d% in \d+\.\d\d s.* -> "
+                         r"outputs_\d{8}_\d{6}", server_log), server_log[-3000:]
+        assert re.search(r"batch file 4/10: meeting_notes\.wav failed after \d+\.\d\d s: meeting_notes\.wav: not a "
+                         r"recognised audio file", server_log)
+        assert "batch file 10/10: silent_take.mp3 failed" in server_log
+        assert "page batch of 10 files: 8 recognised, 2 failed" in server_log
         with page.expect_download() as download:
             downloads.locator("tr", has_text="emotion2vec_batch_").locator("a[download]").click()
         saved = tmp_path / "batch.zip"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from emotion2vec_ui.cli.main import main
+from emotion2vec_ui.cli.notices import random_weights_line
 
 
 @pytest.fixture
@@ -128,7 +130,7 @@ def test_reader_that_went_away_ends_quietly(tmp_path, tiny_checkpoint, wav_clip)
         )
     finally:
         os.close(write_end)
-    assert run.returncode == 141 and run.stderr.strip() == "", run.stderr
+    assert run.returncode == 141 and run.stderr.strip() == random_weights_line("tiny"), run.stderr  # nothing more
 
 
 def test_progress_bar_draws_on_stderr(capsys):
@@ -181,4 +183,30 @@ def test_a_short_silent_file_is_recognised_with_warnings(model_env, tmp_path, ca
     assert f"{quiet}\tWARNING\t音频很短 Short clip: 0.50 s" in err and f"{quiet}\tWARNING\t几乎无声 Nearly silent" in err
     assert main(["predict", str(quiet), "--no-save", "--json"]) == 0
     out, err = capsys.readouterr()
-    assert len(json.loads(out)["warnings"]) == 2 and err == ""
+    assert len(json.loads(out)["warnings"]) == 2 and err == random_weights_line("tiny") + "\n"  # in --json, no more
+
+
+def test_a_random_weight_model_is_named_once_per_run(model_env, tiny_checkpoint, wav_clip, tmp_path, capsys):
+    """build-checkpoint's folders are marked: predict and batch say once, on stderr, that the
+    emotions are meaningless; the --json results carry random_weights and model_warning."""
+    from emotion2vec_ui.results import RANDOM_WEIGHTS_WARNING
+
+    configuration = json.loads((tiny_checkpoint / "configuration.json").read_text(encoding="utf-8"))
+    assert configuration["random_weights"] is True and "meaningless" in configuration["random_weights_note"]
+    line = random_weights_line("tiny")
+    assert line == f"warning: model tiny: {RANDOM_WEIGHTS_WARNING}"
+    assert main(["predict", str(wav_clip), str(wav_clip), "--no-save", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [line]
+    assert all(json.loads(text)["random_weights"] is True for text in out.splitlines())
+    assert main(["batch", str(wav_clip), str(wav_clip), "--out", str(tmp_path / "rows.csv"), "--quiet"]) == 0
+    assert capsys.readouterr().err.splitlines() == [line]
+
+    trained = tmp_path / "trained"  # the same folder without the mark, as a downloaded model has none
+    shutil.copytree(tiny_checkpoint, trained)
+    del configuration["random_weights"], configuration["random_weights_note"]
+    (trained / "configuration.json").write_text(json.dumps(configuration), encoding="utf-8")
+    assert main(["predict", str(wav_clip), "--no-save", "--json", "--model", str(trained)]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert err == "" and "random_weights" not in data and "model_warning" not in data

@@ -4,6 +4,8 @@ endpoint setting (a `.invalid` host never resolves), so nothing is ever download
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion2vec_ui.engine.hub import hub_reachable, require_hub
+from emotion2vec_ui.engine.hub import cli_command, hub_reachable, offline_message, require_hub
 from emotion2vec_ui.errors import HubUnreachableError, ModelLoadError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +43,22 @@ def test_require_hub_names_every_way_out(tmp_path):
     assert str(tmp_path / "cache") in message
     for hint in HINTS:
         assert hint in message
+
+
+def test_the_suggested_build_checkpoint_command_runs_as_printed(tmp_path):
+    """The no-model message names this package's Python (a bare `python` may be the system's,
+    without the package, or no command at all) and its line runs as it is, with no venv active."""
+    message = offline_message("iic/emotion2vec_plus_large", "ms", UNREACHABLE, tmp_path / "cache")
+    command = re.search(r"without the model: (.+ -m emotion2vec_ui build-checkpoint DIR --size tiny), then", message)
+    assert command, message
+    assert command.group(1) == cli_command("build-checkpoint DIR --size tiny")
+    assert shlex.split(command.group(1))[0] != "python" and Path(shlex.split(command.group(1))[0]).name.startswith("python")
+    folder = tmp_path / "tiny"
+    run = subprocess.run(command.group(1).replace("DIR", shlex.quote(str(folder))), shell=True, cwd=Path.cwd(),
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert (folder / "model.pt").is_file() and run.stdout.strip() == str(folder)
 
 
 def _offline_env(tmp_path: Path) -> dict:

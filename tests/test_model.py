@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -224,6 +225,30 @@ def test_older_revision_with_unused_labels(tmp_path):
     result = model.predict((random_speechlike(1.0), 16_000))
     assert list(result.scores) == model.labels
     assert abs(sum(result.scores.values()) - 1) < 1e-6
+
+
+def test_a_built_checkpoint_is_marked_random_and_says_so_in_its_results(tmp_path, tiny_checkpoint, tiny_model):
+    """build-checkpoint marks configuration.json; funasr still loads the folder (it reads only
+    file_path_metas) and the recognizer and its results say the emotions are meaningless."""
+    from emotion2vec_ui.engine.checkpoint import TEMPLATE
+    from emotion2vec_ui.results import RANDOM_WEIGHTS_WARNING
+
+    configuration = json.loads((tiny_checkpoint / "configuration.json").read_text(encoding="utf-8"))
+    template = json.loads((TEMPLATE / "configuration.json").read_text(encoding="utf-8"))
+    assert configuration == {**template, "random_weights": True, "random_weights_note": configuration["random_weights_note"]}
+    assert "meaningless" in configuration["random_weights_note"]
+    assert tiny_model.random_weights is True and tiny_model.backend.random_weights is True
+    for granularity in ("utterance", "frame"):
+        data = tiny_model.predict((random_speechlike(2.0), 16_000), granularity).to_dict()
+        assert data["random_weights"] is True and data["model_warning"] == RANDOM_WEIGHTS_WARNING
+
+    trained = tmp_path / "trained"  # as a downloaded checkpoint: no mark
+    shutil.copytree(tiny_checkpoint, trained)
+    (trained / "configuration.json").write_text(json.dumps(template), encoding="utf-8")
+    model = load_model(trained, device="cpu", warm_up=False)
+    result = model.predict((random_speechlike(2.0), 16_000))
+    assert model.random_weights is False and result.random_weights is False
+    assert "random_weights" not in result.to_dict() and "model_warning" not in result.to_dict()
 
 
 def test_missing_weights_are_refused(tmp_path, tiny_checkpoint):

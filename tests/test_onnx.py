@@ -14,6 +14,7 @@ import pytest
 from emotion2vec_ui import load_model
 from emotion2vec_ui.cli.main import main
 from emotion2vec_ui.engine.backend import cpu_threads
+from emotion2vec_ui.engine.hub import cli_command
 from emotion2vec_ui.engine.onnx_backend import MANIFEST, OnnxBackend, load_onnx_backend
 from emotion2vec_ui.errors import ModelLoadError
 
@@ -48,6 +49,17 @@ def test_export_writes_encoder_head_and_manifest(onnx_folder, tiny_model):
     manifest = json.loads((onnx_folder / MANIFEST).read_text())
     assert manifest["labels"] == tiny_model.labels and manifest["precision"] == "fp32"
     assert manifest["conv_layers"] == [list(layer) for layer in tiny_model.backend.geometry.conv_layers]
+
+
+def test_an_export_of_a_random_weight_checkpoint_stays_marked(onnx_folder, onnx_model, tmp_path):
+    manifest = json.loads((onnx_folder / MANIFEST).read_text())
+    assert manifest["random_weights"] is True and onnx_model.random_weights is True
+    assert onnx_model.predict((random_speechlike(1.0), 16_000)).to_dict()["random_weights"] is True
+    earlier = tmp_path / "earlier"  # an export from before the mark reads as a trained model's
+    shutil.copytree(onnx_folder, earlier)
+    del manifest["random_weights"]
+    (earlier / MANIFEST).write_text(json.dumps(manifest))
+    assert load_onnx_backend(earlier).random_weights is False
 
 
 def test_padded_batch_equals_torch(onnx_model, tiny_model):
@@ -167,8 +179,8 @@ def test_options_that_do_not_fit_the_onnx_backend_are_refused(onnx_folder, tiny_
     with pytest.raises(ModelLoadError, match="precision 'int8' does not apply to the onnx backend"):
         load_model(onnx_folder, backend="onnx", precision="int8")
     assert main(["predict", "x.wav", "--backend", "onnx"]) == 2  # no --model: the default is a hub id
-    assert ("needs as its model a folder written by python -m emotion2vec_ui export-onnx DIR (--model DIR"
-            in capsys.readouterr().err)
+    assert (f"needs as its model a folder written by {cli_command('export-onnx DIR')} (--model DIR"
+            in capsys.readouterr().err)  # the Python that runs the package, as in .venv/bin/python -m ...
     assert main(["predict", "x.wav", "--model", str(onnx_folder), "--device", "cpu"]) == 2  # torch backend
     assert "written by export-onnx: run it with --backend onnx" in capsys.readouterr().err
 

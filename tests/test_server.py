@@ -115,7 +115,7 @@ def test_api_errors_are_plain_text_not_html(ui_server, tmp_path):  # noqa: F811
     with pytest.raises(AppError) as raised:
         Client(ui_server.url, verbose=False).predict(handle_file(str(odd)), "utterance", False, api_name="/predict")
     assert str(raised.value).startswith("Tom & Jerry's take.wav: not a recognised audio file")
-    logged = "WARNING emotion2vec_ui.web.page: refused: Tom & Jerry's take.wav: not a recognised audio file"
+    logged = "WARNING emotion2vec_ui.web.single: refused: Tom & Jerry's take.wav: not a recognised audio file"
     assert logged in ui_server.stderr_path.read_text()  # named once
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
+from emotion2vec_ui.audio.testdata import voice_like
 from emotion2vec_ui.audio.vad import detect_speech
-from emotion2vec_ui.segments.speakers import cluster, diarize, silhouette
+from emotion2vec_ui.segments import voice_encoder
+from emotion2vec_ui.segments.speakers import PARTIAL_MIN_COVERAGE, PARTIAL_RATE, cluster, diarize, embed_segments, silhouette
 
 from .speech import dialogue, example_clip, overlap_s
+
+# Resemblyzer 0.1.4's embedding of a quiet voice, voice_like(3.0, seed=7) * 0.01 (its
+# VoiceEncoder("cpu").embed_utterance after its normalize_volume(wav, -30, increase_only=True),
+# which raises it): the eight largest entries, (index, value).
+QUIET = 0.01
+RESEMBLYZER_TOP8 = [(100, 0.26898), (224, 0.26347), (178, 0.2541), (158, 0.20793),
+                    (246, 0.20454), (150, 0.19114), (111, 0.18381), (146, 0.17638)]
 
 
 def speaker_accuracy(turns, regions) -> float:
@@ -95,3 +106,45 @@ def test_turns_after_pauses_shorter_than_the_joining_gap(num_speakers):
     assert len(turns) == len(regions)
     assert all(abs(turn.start_s - change) < 0.5 for turn, change in zip(turns[1:], changes))
     assert speaker_accuracy(turns, regions) >= 0.95
+
+
+def _embed_utterance(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped voice encoder used as Resemblyzer's embed_utterance: (embedding, partials)."""
+    wav = voice_encoder.normalize_volume(wav)
+    wav_slices, mel_slices = voice_encoder.partial_slices(len(wav), PARTIAL_RATE, PARTIAL_MIN_COVERAGE)
+    mel = voice_encoder.mel_spectrogram(np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav)))))
+    partials = voice_encoder.embed_partials(np.stack([mel[s] for s in mel_slices]))
+    mean = partials.mean(axis=0)
+    return mean / np.linalg.norm(mean), partials
+
+
+def test_the_voice_encoder_gives_resemblyzers_embedding():
+    embedding, partials = _embed_utterance(voice_like(3.0, seed=7)[:, 0] * QUIET)
+    assert partials.shape == (3, 256) and np.allclose(np.linalg.norm(partials, axis=1), 1.0, atol=1e-5)
+    top = np.argsort(-embedding)[:8]
+    assert top.tolist() == [i for i, _ in RESEMBLYZER_TOP8]
+    assert embedding[top] == pytest.approx([v for _, v in RESEMBLYZER_TOP8], abs=1e-4)
+
+
+def test_the_voice_encoder_matches_resemblyzer_where_it_is_installed():
+    """Where the resemblyzer package imports (it is no dependency), its VoiceEncoder and the
+    shipped encoder agree on real voices, partial window by partial window."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # its scipy.ndimage.morphology import
+        resemblyzer = pytest.importorskip("resemblyzer", reason="resemblyzer (optional, for this comparison) does not import")
+    reference = resemblyzer.VoiceEncoder("cpu", verbose=False)
+    waveform, regions = dialogue([0.5, 0.5, 0.5, 0.5], lines=3)
+    clips = [waveform[int(a * 16_000) : int(b * 16_000)] for a, b, _ in regions] + [example_clip(), example_clip() * QUIET]
+    embedded = embed_segments(np.concatenate(clips), _bounds([len(c) for c in clips]))
+    for clip, ours in zip(clips, embedded):
+        wav = resemblyzer.normalize_volume(clip, -30, increase_only=True)
+        vector, partials, _ = reference.embed_utterance(wav, return_partials=True, rate=PARTIAL_RATE,
+                                                        min_coverage=PARTIAL_MIN_COVERAGE)
+        assert ours.partials.shape == partials.shape
+        assert (ours.partials * partials).sum(axis=1).min() > 0.9999
+        assert float(ours.vector @ vector) > 0.9999
+
+
+def _bounds(lengths: list[int]) -> list[tuple[float, float]]:
+    ends = np.cumsum(lengths) / 16_000
+    return list(zip([0.0, *ends[:-1]], ends))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import urllib.error
@@ -48,6 +49,7 @@ def check_recognition(ui_server, data, files, granularity, embedding, source_nam
     else:
         assert "frame_scores" not in data and "segments" not in data
     assert "warnings" not in data  # speech-like clips of seconds: nothing to warn about
+    assert data["random_weights"] is True and "meaningless" in data["model_warning"]  # the test checkpoint's
     expected = {"result.json", "processed_audio.wav"} | ({"embedding.npy"} if embedding else set())
     assert {Path(f).name for f in files} == expected
     assert ("embedding_shape" in data) == embedding
@@ -181,7 +183,7 @@ def test_the_route_that_skips_the_queue_is_closed(ui_server, wav_clip):  # noqa:
 
 
 def test_rest_call_in_two_steps(ui_server, wav_clip):  # noqa: F811
-    """The curl recipe of the README: upload, POST /gradio_api/call/predict, GET the events."""
+    """The curl recipe of docs/web.md: upload, POST /gradio_api/call/predict, GET the events."""
     status, uploaded = upload(ui_server.url, wav_clip)
     file_data = {"path": json.loads(uploaded)[0], "meta": {"_type": "gradio.FileData"}}
     status, body = post_json(ui_server.url + "gradio_api/call/predict", {"data": [file_data, "frame", True]})
@@ -212,7 +214,7 @@ def test_recognitions_share_one_queued_model_slot(tiny_model, tmp_path):
 
     demo = build_demo(tiny_model, default_settings("server", output_dir=str(tmp_path), queue_size=7))
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == MODEL_CONCURRENCY_ID]
-    assert len(model_events) == 2 and all(fn.concurrency_limit == 1 for fn in model_events)
+    assert len(model_events) == 3 and all(fn.concurrency_limit == 1 for fn in model_events)  # run, example, API
     batch_events = [fn for fn in demo.fns.values() if fn.concurrency_id == BATCH_CONCURRENCY_ID]
     assert len(batch_events) == 2 and all(fn.concurrency_limit == 1 for fn in batch_events)
     public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
@@ -393,6 +395,42 @@ def test_a_bug_is_logged_with_its_traceback_and_the_user_told_plainly(handlers, 
     with pytest.raises(UserFacingError, match="a bug, logged on the server"):
         handlers.api_predict(str(wav_clip), "utterance", False)
     assert any(record.exc_info for record in caplog.records if record.levelname == "ERROR")
+
+
+def test_a_random_weight_checkpoint_says_so_in_every_result(client, ui_server, wav_clip):  # noqa: F811
+    """The test server's checkpoint was built by build-checkpoint: its results (the REST answer
+    and result.json) are marked, and the app said so when it started."""
+    from emotion2vec_ui.results import RANDOM_WEIGHTS_WARNING
+
+    for granularity in ("utterance", "segment"):
+        data, _ = predict(client, wav_clip, granularity)
+        assert data["random_weights"] is True and data["model_warning"] == RANDOM_WEIGHTS_WARNING
+        saved = json.loads((ui_server.output_dir / data["output_folder"] / "result.json").read_text(encoding="utf-8"))
+        assert saved["random_weights"] is True and saved["model_warning"] == RANDOM_WEIGHTS_WARNING
+    assert "its emotions are meaningless" in RANDOM_WEIGHTS_WARNING
+    assert "has random weights (built by build-checkpoint" in ui_server.stderr_path.read_text()
+
+
+def test_only_a_random_weight_model_gets_the_header_banner(tiny_model, tmp_path, monkeypatch):
+    from emotion2vec_ui.settings import default_settings
+    from emotion2vec_ui.web.page import build_demo
+
+    def elem_ids() -> set:
+        demo = build_demo(tiny_model, default_settings("server", output_dir=str(tmp_path)))
+        return {block.elem_id for block in demo.blocks.values()}
+
+    assert tiny_model.random_weights and "e2v-random-weights" in elem_ids()
+    monkeypatch.setattr(type(tiny_model), "random_weights", property(lambda self: False))
+    assert "e2v-random-weights" not in elem_ids()
+
+
+def test_the_processing_log_counts_one_speaker_and_one_segment_in_the_singular(handlers, wav_clip):
+    from emotion2vec_ui.web.page import EXAMPLE_AUDIO
+
+    _, _, log, *_ = handlers.page_recognize(str(EXAMPLE_AUDIO), "segment", False)  # one sentence, one voice
+    assert re.search(r"\[3/4\] 推理 Inference: segment on cpu in .* \(\d+× real time, 1 segment, 1 speaker\)", log), log
+    _, _, log, *_ = handlers.page_recognize(str(wav_clip), "frame", False)
+    assert re.search(r"\(\d+× real time, \d+ frames\)", log), log
 
 
 def test_failed_logins_wait_longer_each_time():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import stat
 import threading
 import time
@@ -169,6 +170,45 @@ def test_rows_summary_csv_and_zip_with_bad_files_in_the_middle(batch, tmp_path):
     assert names == expected
     assert outcome.summary["files"] == 7 and outcome.summary["failed"] == 2
     assert sum(outcome.summary["emotion_counts"].values()) == 5
+    assert outcome.summary["random_weights"] is True  # the tiny checkpoint's
+
+
+def test_the_line_under_the_upload_box_counts_the_chosen_files(tmp_path):
+    from emotion2vec_ui.settings import default_settings
+    from emotion2vec_ui.web.batch import selection_html
+
+    settings = default_settings("server", batch_max_files=3, batch_max_mb=1.0)
+    files = [tmp_path / f"f{i}.wav" for i in range(4)]
+    for number, file in enumerate(files):
+        file.write_bytes(b"x" * (300_000 + number))
+    assert "No files chosen" in selection_html(None, settings) and "No files chosen" in selection_html([], settings)
+    one = selection_html([str(files[0])], settings)
+    assert "已选 <b>1</b> 个文件 · 1 file, 293 KB" in one and "limit" not in one
+    three = selection_html([str(f) for f in files[:3]], settings)
+    assert "3 files, 879 KB" in three and "limit" not in three
+    over = selection_html([str(f) for f in files], settings)
+    assert "4 files, 1.1 MB" in over and "over this server's limit of 3 files, 1 MB per batch" in over
+    archive = make_zip(tmp_path / "calls.zip", {"a.wav": b"x"})
+    zipped = selection_html([str(files[0]), str(archive)], settings)
+    assert "2 files" in zipped and "1 .zip archive: its audio files are counted when the batch starts" in zipped
+
+
+def test_each_finished_file_of_a_batch_is_logged(batch, tmp_path, caplog):
+    """One line per file on the server: its name, audio duration, emotion or error, seconds."""
+    good = [clip(tmp_path, f"take_{i}.wav", seconds=1.5 + i, seed=i) for i in range(2)]
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n" * 30)
+    caplog.set_level("INFO", logger="emotion2vec_ui")
+    rows = list(batch.rows(batch.plan([str(good[0]), str(text), str(good[1])], "utterance", False, "one")))
+    lines = [record.getMessage() for record in caplog.records if record.name == "emotion2vec_ui.web.batch"
+             and record.getMessage().startswith("batch file ")]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(rf"batch file 1/3: take_0\.wav \(1\.5 s of audio\): {rows[0]['emotion']} "
+                        rf"{100 * rows[0]['confidence']:.1f}% in \d+\.\d\d s \(recognised with 1 other file\) -> "
+                        rf"{rows[0]['output_folder']}", lines[0]), lines[0]
+    assert re.fullmatch(r"batch file 2/3: notes\.wav failed after \d+\.\d\d s: notes\.wav: not a recognised audio "
+                        r"file.*", lines[1]), lines[1]
+    assert lines[2].startswith("batch file 3/3: take_1.wav (2.5 s of audio): ")
 
 
 @pytest.mark.parametrize("files, options, words", [
@@ -331,6 +371,7 @@ def test_rest_batch_with_bad_files_inside(client, ui_server, tmp_path):  # noqa:
     assert [r["file"] for r in rows] == ["call_0.wav", "empty.mp3", "calls.zip/in/zipped.wav", "calls.zip/readme.txt",
                                          "notes.wav", "call_2.wav"]
     assert (summary["files"], summary["recognised"], summary["failed"]) == (6, 3, 3)
+    assert summary["random_weights"] is True and "meaningless" in summary["model_warning"]  # a build-checkpoint model
     errors = {r["file"]: r["error"] for r in rows if r["error"]}
     assert errors["empty.mp3"].startswith("empty.mp3: ") and errors["notes.wav"].startswith("notes.wav: not a recognised")
     assert "not an audio file" in errors["calls.zip/readme.txt"]
@@ -403,25 +444,3 @@ def test_malformed_batch_calls_get_specific_errors(ui_server):  # noqa: F811
         event, answer = lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
         assert event == "error" and expected in answer["error"], (case, answer)
     assert "Traceback" not in ui_server.stderr_path.read_text()
-
-
-def test_the_readmes_predict_batch_example_runs(ui_server, tmp_path):  # noqa: F811
-    import re
-    import subprocess
-    import sys
-
-    from tests.test_readme import README
-
-    section = README.read_text(encoding="utf-8").split("### REST: predict_batch", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    assert 'api_name="/predict_batch"' in snippet
-    clip(tmp_path, "a.wav")
-    write_audio(tmp_path / "b.mp3", voice_like(2.0, 16_000, 1, seed=3), 16_000, "mp3")
-    make_zip(tmp_path / "calls.zip", {"day1/c.wav": clip(tmp_path, "c.wav", seed=4).read_bytes(), "notes.txt": b"x"})
-    snippet = snippet.replace("http://127.0.0.1:7860/", ui_server.url)
-    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    lines = [line for line in run.stdout.splitlines() if not line.startswith("Loaded as API")]  # the client's own
-    assert lines[0].startswith("3 recognised, 1 failed:") and lines[0].endswith(".zip")
-    assert [line.split(" ")[0] for line in lines[1:]] == ["a.wav", "b.mp3", "calls.zip/day1/c.wav", "calls.zip/notes.txt"]
-    assert "not an audio file" in lines[-1]

@@ -195,7 +195,7 @@ def test_the_page_shows_a_stereo_call_by_channel(handlers, stereo_file):
 @pytest.mark.parametrize("speakers, names, words", [
     ("stereo", "", 'speakers must be "one", "channels"'),
     ("channels", "a, b, c", "3 speaker names given for a recording with 2 channels"),
-    ("2", "only one", "1 speaker names given for 2 speakers"),
+    ("2", "only one", "1 speaker name given for 2 speakers"),  # the count in the singular
 ])
 def test_handlers_refuse_bad_speaker_options_and_write_nothing(handlers, stereo_file, speakers, names, words, tmp_path):
     from emotion2vec_ui.web.requests import UserFacingError

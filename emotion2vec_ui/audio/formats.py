@@ -1,4 +1,4 @@
-"""The audio formats the decoder reads: one list for the page, the CLI, the README and error messages.
+"""The audio formats the decoder reads: one list for the page, the CLI, the docs and error messages.
 
 No imports: the CLI's --help and the batch's folder search use it without loading the decoder.
 """

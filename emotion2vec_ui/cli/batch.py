@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..batch.manifest import discover_inputs
 from ..batch.ray_engine import run_batch_ray
 from ..batch.run import DEFAULT_OUT, ROWS_PER_PART, run_batch
 from ..batch.table import BatchTableError, table_format
+from ..engine.backend import marked_random_weights
 from ..engine.recognizer import load_model
 from ..errors import Emotion2vecError
 from ..results import GRANULARITIES
 from ..settings import add_options
 from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .notices import warn_if_random_weights
 from .options import speakers_option
 from .progress import FileProgress
 
@@ -86,7 +89,8 @@ def run_batch_command(args: argparse.Namespace, settings) -> int:
 
     try:
         if args.engine == "ray":
-
+            # The model loads in Ray's actors: its folder says whether it has random weights.
+            warn_if_random_weights(Path(settings.model).expanduser().name, marked_random_weights(settings.model))
             summary = run_batch_ray(
                 items, args.out, args.granularity, args.embedding, model=settings.model,
                 engine_options=settings.engine_options(), address=args.address, workers=args.workers,
@@ -98,6 +102,7 @@ def run_batch_command(args: argparse.Namespace, settings) -> int:
         else:
 
             recognizer = load_model(settings.model, **settings.engine_options())
+            warn_if_random_weights(recognizer.model_name, recognizer.random_weights)
             summary = run_batch(
                 recognizer, items, args.out, args.granularity, args.embedding, save_folders=save_folders,
                 retry_failed=args.retry_failed, rows_per_part=args.rows_per_part, on_row=on_row,

@@ -19,10 +19,11 @@ from ..engine.recognizer import load_model
 from ..errors import Emotion2vecError
 from ..interrupts import ctrl_c_held
 from ..outputs.folders import check_free_space, save_recognition, sweep_staging
-from ..results import GRANULARITIES
+from ..results import GRANULARITIES, counted
 from ..settings import Settings, add_options, configure_logging, resolve
 from .batch import add_batch_command, run_batch_command
 from .exit_codes import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .notices import warn_if_random_weights
 from .options import check_recognition_flags, speakers_option
 from .progress import ProgressBar
 
@@ -122,6 +123,7 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     except Emotion2vecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    warn_if_random_weights(model.model_name, model.random_weights)
     if not args.no_save:
         sweep_staging(settings.output_dir)
     progress = None if args.quiet or args.json or not sys.stderr.isatty() else ProgressBar()
@@ -139,7 +141,7 @@ def _predict(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         if progress:
             progress.clear()
-        print(f"\ninterrupted after {finished} of {len(args.files)} files (each saved folder is complete)",
+        print(f"\ninterrupted after {finished} of {counted(len(args.files), 'file')} (each saved folder is complete)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_FAILED if failed else EXIT_OK
@@ -182,15 +184,11 @@ def _format(rec, folder, as_json: bool) -> str:
     line = f"{rec.name}\t{result.emotion}\t{result.confidence:.3f}\t{result.display}\t{result.duration_s:.2f}s"
     if result.granularity == "frame":
         segments = result.frame_runs(min_duration_s=0.5)
-        line += f"\t{len(result.frame_scores)} frames, {_count(len(segments), 'segment')}"
+        line += f"\t{counted(len(result.frame_scores), 'frame')}, {counted(len(segments), 'segment')}"
     if result.granularity == "segment":
-        line += f"\t{_count(len(result.segments), 'segment')}" + (f"\t{result.note}" if result.note else "")
+        line += f"\t{counted(len(result.segments), 'segment')}" + (f"\t{result.note}" if result.note else "")
     line += f"\t{folder}" if folder else ""
     return "\n".join([line, *(f"{rec.name}\t{_segment_line(segment)}" for segment in result.segments)])
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _segment_line(segment) -> str:

@@ -3,16 +3,19 @@
 The torch backend (model.py) and the ONNX Runtime backend (onnx_backend.py) both
 subclass `BackendBase`; the pipeline uses only this small interface: `geometry`,
 `labels`, `name`, `device`, `precision`, `lanes`, `input_normalization`, `prepare`,
-`encode`, `run_in_lane` and `logits`.
+`encode`, `run_in_lane` and `logits`; `random_weights` says whether the checkpoint was
+built with random weights (see `marked_random_weights`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,9 @@ MAX_WINDOW_S = 60.0  # seconds: the attention bias grows with the square of the 
 MIN_WINDOW_S = 5.0  # seconds: a window must exceed twice the 2 s context
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"  # the devices this app runs on
 ONNX_MANIFEST = "emotion2vec_onnx.json"  # what export-onnx writes beside encoder.onnx and head.onnx
+CONFIGURATION_FILE = "configuration.json"  # a checkpoint folder's hub metadata (funasr reads its file_path_metas)
+RANDOM_WEIGHTS_KEY = "random_weights"  # true in the configuration.json (or manifest) of a random-weight checkpoint
+RANDOM_WEIGHTS_NOTE_KEY = "random_weights_note"  # beside it: what that means, for people reading the file
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, used by funasr's input normalisation
 NORMALIZE_CHUNK = 1 << 20  # samples summed at a time when computing input statistics
 # MAX_WINDOW_S: the longest window (seconds) the model may see at once. Attention memory grows
@@ -46,7 +52,7 @@ def cpu_threads() -> int:
 def check_lanes(lanes: int | None, device: str, threads: int, default: int | None = None) -> int:
     """The lanes to run: `lanes`, or `default` (None: 2 on a CPU with `threads` >= 2 threads
     to compute with, else 1); ModelLoadError for a count that cannot run on `device`."""
-    on_cpu = not str(device).startswith("cuda")
+    on_cpu = device_kind(device) == "cpu"
     if lanes is None:
         return default if default is not None else (2 if on_cpu and threads >= 2 else 1)
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -92,11 +98,35 @@ class FrameGeometry:
         return int(MAX_WINDOW_S * SAMPLE_RATE) // self.hop
 
 
+def marked_random_weights(folder: str | os.PathLike | None) -> bool:
+    """Whether `folder` holds a checkpoint built with random weights (build-checkpoint), or an
+    ONNX export of one: `"random_weights": true` in its configuration.json or export manifest.
+
+    A hub id, a missing folder or an unreadable file count as not marked (a downloaded model).
+    """
+    if folder is None:
+        return False
+    path = Path(folder).expanduser()
+    for name in (CONFIGURATION_FILE, ONNX_MANIFEST):
+        try:
+            data = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get(RANDOM_WEIGHTS_KEY) is True:
+            return True
+    return False
+
+
 def check_device(text: str) -> str:
     """"cpu", "cuda" or "cuda:N" as given; ValueError otherwise (the one parser of a device string)."""
     if not re.fullmatch(DEVICE_PATTERN, text):
         raise ValueError("must be cpu, cuda or cuda:N (a GPU's index)")
     return text
+
+
+def device_kind(device) -> str:
+    """"cuda" for "cuda" / "cuda:N" (a str or torch.device), else "cpu"."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
 def check_window(window_s: float) -> None:
@@ -113,7 +143,8 @@ class BackendBase:
     """The head (float32 numpy) and input normalisation every backend shares.
 
     Subclasses set `name`, `device`, `precision`, `geometry`, `labels`,
-    `normalize_input`, `head_weight` (K, D), `head_bias` (K,), and implement `encode`.
+    `normalize_input`, `head_weight` (K, D), `head_bias` (K,), `random_weights` when the
+    checkpoint is marked so, and implement `encode`.
     """
 
     name: str
@@ -125,6 +156,7 @@ class BackendBase:
     head_weight: np.ndarray
     head_bias: np.ndarray
     lanes: int = 1  # batches that may run side by side, each through `run_in_lane`
+    random_weights: bool = False  # a checkpoint built with random weights: its emotions are meaningless
 
     @property
     def embed_dim(self) -> int:

@@ -2,7 +2,10 @@
 
 A folder holds `config.yaml`, `tokens.txt`, `configuration.json` and `model.pt` (a
 `torch.save`d state dict without the pre-training decoder, as released), and loads
-through `load_model` exactly like a downloaded checkpoint. Sizes:
+through `load_model` exactly like a downloaded checkpoint. Its configuration.json is
+marked `"random_weights": true` (funasr reads only its `file_path_metas`), so the loaded
+recognizer (`Recognizer.random_weights`), its results, the page and the CLI say that its
+emotions are meaningless; `export-onnx` keeps the mark in its manifest. Sizes:
 
 - "large": the published plus_large config verbatim (164 M parameters, ~650 MB):
   the real architecture, for speed and memory measurements.
@@ -13,6 +16,7 @@ Like `model.py`, this module imports torch and funasr; nothing at run time needs
 
 from __future__ import annotations
 
+import json
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -21,6 +25,7 @@ import yaml
 
 from ..errors import OutputWriteError
 from ..outputs.folders import check_new_or_empty
+from .backend import RANDOM_WEIGHTS_KEY, RANDOM_WEIGHTS_NOTE_KEY
 
 SIZES = ("tiny", "large")
 TEMPLATE = resources.files("emotion2vec_ui.engine") / "checkpoint_files"
@@ -37,6 +42,8 @@ TINY_AUDIO_OVERRIDES = {
 }
 TINY_DECODER_OVERRIDES = {"decoder_dim": 32, "decoder_layers": 1, "decoder_groups": 4}
 DECODER_PREFIX = "modality_encoders.AUDIO.decoder."
+RANDOM_WEIGHTS_NOTE = ("written by emotion2vec-ui build-checkpoint with random weights, for tests and trials: "
+                       "its emotions are meaningless")
 
 
 def template_tokens() -> list[str]:
@@ -86,7 +93,11 @@ def build_checkpoint(
     else:
         shutil.copyfile(TEMPLATE / "tokens.txt", folder / "tokens.txt")
         tokens = template_tokens()
-    shutil.copyfile(TEMPLATE / "configuration.json", folder / "configuration.json")
+    configuration = json.loads((TEMPLATE / "configuration.json").read_text(encoding="utf-8"))
+    configuration[RANDOM_WEIGHTS_KEY] = True
+    configuration[RANDOM_WEIGHTS_NOTE_KEY] = RANDOM_WEIGHTS_NOTE
+    (folder / "configuration.json").write_text(json.dumps(configuration, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
 
     torch.manual_seed(seed)
     net = Emotion2vec(model_conf=config["model_conf"], vocab_size=len(tokens))

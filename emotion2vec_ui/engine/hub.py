@@ -10,7 +10,9 @@ within HUB_TIMEOUT_S and raises HubUnreachableError with what to do instead.
 
 from __future__ import annotations
 
+import shlex
 import socket
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -104,6 +106,21 @@ def offline_message(model: str, hub: str, url: str, cache_dir: Path) -> str:
         f"(or --hub {other} --model {HUB_MODEL_IDS[other]});\n"
         "  - a model folder copied from a machine with internet (config.yaml, tokens.txt, configuration.json, "
         "model.pt): E2V_MODEL=/path/to/emotion2vec_plus_large (or --model /path/...);\n"
-        "  - to try every feature without the model: python -m emotion2vec_ui build-checkpoint DIR --size tiny, "
+        f"  - to try every feature without the model: {cli_command('build-checkpoint DIR --size tiny')}, "
         "then E2V_MODEL=DIR. That checkpoint has random weights: its emotions are meaningless."
     )
+
+
+def cli_command(arguments: str) -> str:
+    """This package's command line with `arguments`, as it runs from here: the Python running
+    now (the project's virtual environment, say: `.venv/bin/python -m emotion2vec_ui ...`),
+    so the line works without an activated environment. Its path is shown relative to the
+    working folder when it lies inside it."""
+    python = Path(sys.executable or "python")
+    try:
+        shown = str(python.relative_to(Path.cwd())) if python.is_absolute() else str(python)
+    except ValueError:
+        shown = str(python)
+    if "/" not in shown and python.is_absolute():  # a bare name would be looked up on PATH
+        shown = str(python)
+    return f"{shlex.quote(shown)} -m emotion2vec_ui {arguments}"

@@ -23,6 +23,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .backend import device_kind
+
 Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]  # (x, weight, bias) -> y
 LayerLinear = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (nn.Linear or its int8 twin, x) -> y
 # (nn.Conv1d, x (B, T, C_in) time-major) -> (B, T', C_out) time-major (a view, maybe not contiguous)
@@ -81,7 +83,7 @@ def pick_linear(device: str, dtype: torch.dtype) -> Linear:
     On the CPU in float32, `cpu_fp32_linear()`; elsewhere (CUDA, or under autocast)
     torch's own `F.linear`.
     """
-    if torch.device(device).type != "cpu" or dtype != torch.float32:
+    if device_kind(device) != "cpu" or dtype != torch.float32:
         return F.linear
     return cpu_fp32_linear()
 
@@ -151,7 +153,7 @@ def conv_channel_major(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
 def pick_time_major_conv(device: str, dtype: torch.dtype, conv: torch.nn.Conv1d) -> TimeMajorConv:
     """How `conv` (and the layers shaped like it) runs on time-major input on `device`: on
     the CPU in float32 `cpu_time_major_conv()` for its shape, else `conv_channels_last`."""
-    if torch.device(device).type != "cpu" or dtype != torch.float32:
+    if device_kind(device) != "cpu" or dtype != torch.float32:
         return conv_channels_last
     return cpu_time_major_conv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.groups)
 

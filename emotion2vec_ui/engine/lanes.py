@@ -3,7 +3,7 @@
 One batch on every core leaves cores waiting: in the parts of a forward pass that run
 on one thread (int8's quantisation of each layer's input, small operators, Python) and
 at every operator's join. Two batches, each on half the cores, keep them busy (on a
-2-core CPU: the benchmark's clips 17 % faster with int8; README, "Speed and memory").
+2-core CPU: the benchmark's clips 17 % faster with int8; docs/performance.md).
 
 Torch's thread count is per thread (OpenMP, MKL), so each lane is a thread of a small
 pool whose torch thread count is set once when the pool starts; the caller's own thread

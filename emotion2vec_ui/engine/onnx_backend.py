@@ -25,7 +25,8 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .backend import ONNX_MANIFEST as MANIFEST
-from .backend import BackendBase, FrameGeometry, check_lanes, cpu_threads
+from .backend import RANDOM_WEIGHTS_KEY, BackendBase, FrameGeometry, check_lanes, cpu_threads, device_kind
+from .hub import cli_command
 
 FORMAT_VERSION = 1
 # Manifest fields and how each is read (a malformed value raises TypeError or ValueError).
@@ -39,6 +40,7 @@ MANIFEST_FIELDS = {
     "encoder": str,
     "head": str,
 }
+OPTIONAL_FIELDS = {RANDOM_WEIGHTS_KEY: (bool, False)}  # absent in earlier exports: (how it is read, default)
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
@@ -56,7 +58,7 @@ class OnnxBackend(BackendBase):
                 "the onnx backend needs ONNX Runtime: pip install onnxruntime==1.31.1 (or onnxruntime-gpu)."
             ) from e
         manifest = _read_manifest(folder)
-        kind = "cuda" if device.startswith("cuda") else "cpu"
+        kind = device_kind(device)
         if kind == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelLoadError(f"device {device!r}: this ONNX Runtime has no CUDA provider; "
                                  "install onnxruntime-gpu or use --device cpu.")
@@ -71,7 +73,7 @@ class OnnxBackend(BackendBase):
                 return ort.InferenceSession(str(folder / manifest[graph]), options, providers=PROVIDERS[kind])
             except Exception as e:  # ONNX Runtime raises its own error family for unreadable graphs
                 raise ModelLoadError(f"{folder}: ONNX Runtime cannot load the exported model ({e}). "
-                                     "Export it again with python -m emotion2vec_ui export-onnx.") from e
+                                     f"Export it again with {cli_command('export-onnx')}.") from e
 
         self.session = session("encoder", threads)
         self.head = session("head", threads)
@@ -97,6 +99,7 @@ class OnnxBackend(BackendBase):
         self.geometry = FrameGeometry(manifest["conv_layers"])
         self.normalize_input = manifest["normalize"]
         self._embed_dim = manifest["embed_dim"]
+        self.random_weights = manifest[RANDOM_WEIGHTS_KEY]
 
     @property
     def embed_dim(self) -> int:
@@ -138,8 +141,8 @@ def load_onnx_backend(folder: str | os.PathLike | None, device: str | None = Non
     with `lanes` encoder sessions side by side (CPU; default 1)."""
     if folder is None or not Path(folder).expanduser().is_dir():
         shown = "no model was given" if folder is None else f"{str(folder)!r} is not a folder"
-        raise ModelLoadError(f"the onnx backend needs as its model a folder written by python -m emotion2vec_ui "
-                             f"export-onnx DIR (--model DIR, E2V_MODEL, or load_model's first argument); {shown}.")
+        raise ModelLoadError(f"the onnx backend needs as its model a folder written by {cli_command('export-onnx DIR')} "
+                             f"(--model DIR, E2V_MODEL, or load_model's first argument); {shown}.")
     return OnnxBackend(Path(folder).expanduser(), device or "cpu", lanes=lanes)
 
 
@@ -147,8 +150,8 @@ def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
         raise ModelLoadError(f"{folder} holds no {MANIFEST}: it is not an exported ONNX folder. "
-                             "Write one with python -m emotion2vec_ui export-onnx DIR --model CHECKPOINT.")
-    again = "Export the model again with python -m emotion2vec_ui export-onnx DIR --model CHECKPOINT."
+                             f"Write one with {cli_command('export-onnx DIR --model CHECKPOINT')}.")
+    again = f"Export the model again with {cli_command('export-onnx DIR --model CHECKPOINT')}."
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -162,6 +165,7 @@ def _read_manifest(folder: Path) -> dict:
         raise ModelLoadError(f"{path} lacks {', '.join(missing)}. {again}")
     try:
         fields = {key: parse(manifest[key]) for key, parse in MANIFEST_FIELDS.items()}
+        fields |= {key: parse(manifest.get(key, default)) for key, (parse, default) in OPTIONAL_FIELDS.items()}
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{path} has a malformed field ({e}). {again}") from e
     return fields

@@ -7,7 +7,8 @@ writes into DIR:
   frames (B,) int64 valid frame counts -> features (B, T, D) float32, T = the longest
   clip's frames; lengths and batch size are dynamic, padding is masked as in the torch path;
 - head.onnx: features (M, D) -> logits (M, K) over the usable labels;
-- emotion2vec_onnx.json: labels, frame geometry, input normalisation flag, precision.
+- emotion2vec_onnx.json: labels, frame geometry, input normalisation flag, precision, and
+  `random_weights` (true for an export of a random-weight checkpoint, see checkpoint.py).
 
 `--int8` quantises the encoder's matrix products to int8 with ONNX Runtime's dynamic
 quantisation (weights per channel). The export needs torch, funasr and onnx; running
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from ..errors import ModelLoadError, OutputWriteError
 from ..outputs.folders import check_new_or_empty
 from .backend import ONNX_MANIFEST as MANIFEST
+from .backend import RANDOM_WEIGHTS_KEY
 from .encoder import TransformerEncoder
 from .kernels import layer_linear
 from .torch_backend import load_backend
@@ -130,6 +132,7 @@ def _write_export(backend, folder: Path, int8: bool) -> None:
         "head": HEAD_FILE,
         "opset": OPSET,
         "torch": torch.__version__,
+        RANDOM_WEIGHTS_KEY: backend.random_weights,
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

@@ -30,7 +30,7 @@ from ..audio.decode import SAMPLE_RATE, Audio, AudioLimits, clip_warnings, load_
 from ..errors import Emotion2vecError, ModelLoadError
 from ..results import EmotionResult, build_result
 from ..segments.conversation import recognize_segments
-from .backend import BACKENDS, check_device, check_window
+from .backend import BACKENDS, check_device, check_window, device_kind
 from .onnx_backend import load_onnx_backend
 from .options import check_granularity, check_options
 
@@ -141,8 +141,7 @@ class Recognizer:
         self.context_frames = int(round(context_s * SAMPLE_RATE / hop))
         if self.window_frames <= 2 * self.context_frames:
             raise ValueError(f"window_s ({window_s}) must exceed twice context_s ({context_s})")
-        device_kind = "cuda" if str(backend.device).startswith("cuda") else "cpu"
-        self.batch_audio_s = batch_s or DEFAULT_BATCH_S[device_kind]  # audio seconds in flight, all lanes
+        self.batch_audio_s = batch_s or DEFAULT_BATCH_S[device_kind(backend.device)]  # audio seconds in flight, all lanes
         # The budget is shared by the lanes' batches in flight (and their memory).
         self.batch_samples = int(self.batch_audio_s * SAMPLE_RATE) // backend.lanes
         self.limits = limits or AudioLimits()
@@ -160,6 +159,12 @@ class Recognizer:
     @property
     def device(self) -> str:
         return str(self.backend.device)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the checkpoint was built with random weights (build-checkpoint, or an ONNX
+        export of one): its emotions are meaningless, and its results say so."""
+        return bool(getattr(self.backend, "random_weights", False))
 
     # -- public API ---------------------------------------------------------------------
 
@@ -275,6 +280,7 @@ class Recognizer:
                        for audio in audios]
             for audio, result in zip(audios, results):
                 result.warnings = clip_warnings(audio.waveform)
+                result.random_weights = self.random_weights
             return results
         backend = self.backend
         tracks = []
@@ -366,6 +372,7 @@ class Recognizer:
             source=track.audio.name, embedding=vector, frame_probs=frame_probs,
         )
         result.warnings = clip_warnings(track.audio.waveform)
+        result.random_weights = self.random_weights
         return result
 
     def _recognize_each(self, recs, granularity, embedding, progress, speakers, speaker_names) -> list:

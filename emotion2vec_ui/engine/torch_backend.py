@@ -36,6 +36,8 @@ from .backend import (  # noqa: F401
     check_lanes,
     check_window,
     cpu_threads,
+    device_kind,
+    marked_random_weights,
 )
 from .conv_frontend import CONV_PIECES, ConvFrontEnd
 from .encoder import TransformerEncoder
@@ -55,7 +57,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 def pick_device(device: str | None = None) -> str:
     """`device`, else "cuda" when torch sees a GPU, else "cpu"."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device_kind(device) == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(
             f"device {device!r} was asked for but this torch build sees no CUDA GPU. "
             "Use --device cpu (E2V_DEVICE=cpu, or load_model(..., device=\"cpu\")), or install a CUDA build of torch."
@@ -75,8 +77,9 @@ class Emotion2vecBackend(BackendBase):
     """
 
     def __init__(self, net: torch.nn.Module, tokens: list[str], name: str, device: str, precision: str = "fp32",
-                 lanes: int = 1):
+                 lanes: int = 1, random_weights: bool = False):
         self.net = net.eval()
+        self.random_weights = random_weights
         self.name = name
         self.device = device
         self.precision = precision
@@ -96,7 +99,7 @@ class Emotion2vecBackend(BackendBase):
         blocks = [*self.encoder.context_encoder.blocks, *net.blocks]
         block_linear = quantize_linears_int8(blocks) if precision == "int8" else layer_linear(self.linear)
         self.front_end = ConvFrontEnd(self.encoder, self.geometry, self.linear,
-                                      CONV_PIECES["cuda" if torch.device(device).type == "cuda" else "cpu"],
+                                      CONV_PIECES[device_kind(device)],
                                       int8=precision == "int8")
         position_conv = next(m for m in self.encoder.relative_positional_encoder.modules()
                              if isinstance(m, torch.nn.Conv1d))
@@ -171,7 +174,7 @@ def load_backend(
     if precision not in PRECISIONS:
         raise ModelLoadError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     device = pick_device(device)
-    if precision == "int8" and torch.device(device).type != "cpu":
+    if precision == "int8" and device_kind(device) != "cpu":
         raise ModelLoadError(f"precision int8 runs on the CPU only; on {device} use fp16 or bf16, or --device cpu.")
     threads = cpu_threads()
     lanes = check_lanes(lanes, device, threads)
@@ -192,7 +195,8 @@ def load_backend(
     tokens = list(auto.kwargs["tokenizer"].token_list)
     # Results name the checkpoint by hub id, or by folder name: never a server path.
     name = Path(model).expanduser().name if Path(model).expanduser().is_dir() else model
-    return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision, lanes=lanes)
+    return Emotion2vecBackend(net, tokens, name=name, device=device, precision=precision, lanes=lanes,
+                              random_weights=marked_random_weights(folder))
 
 
 def resolve_model_folder(model: str, hub: str) -> Path:

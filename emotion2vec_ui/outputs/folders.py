@@ -1,4 +1,4 @@
-"""The only module that writes files: one folder per recognition.
+"""The writer of output folders: one folder per recognition.
 
     outputs/outputs_YYYYMMDD_HHMMSS[_N]/
         processed_audio.wav   the 16 kHz mono waveform the model saw (16-bit PCM WAV; 32-bit

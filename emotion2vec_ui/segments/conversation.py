@@ -17,7 +17,7 @@ import numpy as np
 from ..audio.decode import SAMPLE_RATE, Audio
 from ..audio.vad import VadSettings, detect_speech
 from ..errors import SpeakerOptionError
-from ..results import EmotionResult, Segment, build_segment_result
+from ..results import EmotionResult, Segment, build_segment_result, counted
 from .speakers import diarize
 
 SPEAKER_MODES = ("channels", "auto")  # besides None or "one" (one speaker) and a number of speakers
@@ -58,9 +58,8 @@ def check_speaker_names(names: list[str] | None, speakers: str | int | None) -> 
                                  option="speaker_names")
     expected = 1 if speakers is None else speakers if isinstance(speakers, int) else None
     if expected is not None and len(names) != expected:
-        raise SpeakerOptionError(f"{len(names)} speaker names given for {expected} speaker"
-                                 f"{'s' if expected > 1 else ''}; give one name per speaker, or none",
-                                 option="speaker_names")
+        raise SpeakerOptionError(f"{counted(len(names), 'speaker name')} given for {counted(expected, 'speaker')}; "
+                                 "give one name per speaker, or none", option="speaker_names")
     return names
 
 
@@ -134,6 +133,7 @@ def _names(given: list[str] | None, count: int, prefix: str, exact: bool, at_lea
     prefix2, ... for any speaker beyond them; `exact`: exactly `count` names, if any."""
     given = given or []
     if given and exact and len(given) != count:
-        raise SpeakerOptionError(f"{len(given)} speaker names given for {count} speakers; give one name per speaker")
+        raise SpeakerOptionError(f"{counted(len(given), 'speaker name')} given for {counted(count, 'speaker')}; "
+                                 "give one name per speaker")
     total = max(count, at_least, len(given))
     return given + [f"{prefix}{i + 1}" for i in range(len(given), total)]

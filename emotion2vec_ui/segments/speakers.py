@@ -1,8 +1,8 @@
 """Who speaks when: speaker embeddings of speech segments, clustered into speakers.
 
-Each segment is embedded with Resemblyzer's pretrained voice encoder (weights ship in
-its wheel): (256,) unit vectors, one per 1.6 s partial window at 1.3 windows a second,
-averaged per segment. Segments are grouped by average-linkage clustering on cosine
+Each segment is embedded with Resemblyzer's pretrained voice encoder (voice_encoder.py;
+its weights ship in this package): (256,) unit vectors, one per 1.6 s partial window at
+1.3 windows a second, averaged per segment. Segments are grouped by average-linkage clustering on cosine
 distance; with the number of speakers unknown, one speaker is kept when even the two
 most different groups are close, otherwise the count with the best silhouette wins.
 The speakers' voices (the centroids that turns are matched to) then come from clustering
@@ -14,21 +14,20 @@ A segment whose partial windows follow two speakers in turn is split where the v
 changes (in the quietest 160 ms near the middles of the last window of one voice and the
 first of the next); a turn is flagged when a window within it sounds like another
 speaker, too briefly to split.
-torch and resemblyzer are imported on first use only.
+torch and the encoder load on first use only.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..audio.decode import SAMPLE_RATE
+from . import voice_encoder
 
 PARTIAL_RATE = 1.3  # partial windows per second (Resemblyzer's default)
 PARTIAL_MIN_COVERAGE = 0.75  # a last partial window needs this much real audio
-PARTIAL_BATCH = 256  # partial windows per forward pass of the encoder
 MAX_SPEAKERS = 8  # most speakers "auto" looks for
 SAME_SPEAKER_DISTANCE = 0.3  # cosine distance: groups closer than this are one speaker
 MIN_RUN_PARTIALS = 2  # a voice change is split only when both sides hold this many partials
@@ -58,10 +57,6 @@ class _Embedded:
     vector: np.ndarray
     partials: np.ndarray
     partial_starts: np.ndarray
-
-
-_encoder = None
-_encoder_lock = threading.Lock()
 
 
 def diarize(waveform: np.ndarray, segments: list[tuple[float, float]], num_speakers: int | None = None) -> list[Turn]:
@@ -96,22 +91,17 @@ def diarize(waveform: np.ndarray, segments: list[tuple[float, float]], num_speak
 
 
 def embed_segments(waveform: np.ndarray, segments: list[tuple[float, float]]) -> list[_Embedded]:
-    """Resemblyzer embeddings of each segment, all partial windows run in shared batches."""
-    from resemblyzer import VoiceEncoder  # heavy: the speaker encoder loads with its first use
-    from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram  # heavy: as above
-    from resemblyzer.hparams import audio_norm_target_dBFS  # heavy: as above
-
-    encoder = _load_encoder()
+    """Voice embeddings of each segment, all partial windows run in shared batches."""
     items, mels = [], []
     for start_s, end_s in segments:
         start, stop = int(round(start_s * SAMPLE_RATE)), int(round(end_s * SAMPLE_RATE))
-        wav = normalize_volume(waveform[start:stop], audio_norm_target_dBFS, increase_only=True)
-        wav_slices, mel_slices = VoiceEncoder.compute_partial_slices(len(wav), PARTIAL_RATE, PARTIAL_MIN_COVERAGE)
+        wav = voice_encoder.normalize_volume(waveform[start:stop])
+        wav_slices, mel_slices = voice_encoder.partial_slices(len(wav), PARTIAL_RATE, PARTIAL_MIN_COVERAGE)
         wav = np.pad(wav, (0, max(0, wav_slices[-1].stop - len(wav))))
-        mel = wav_to_mel_spectrogram(wav)
+        mel = voice_encoder.mel_spectrogram(wav)
         mels.extend(mel[s] for s in mel_slices)
         items.append((start, stop, np.array([s.start for s in wav_slices])))
-    partials = _encode(encoder, np.stack(mels))
+    partials = voice_encoder.embed_partials(np.stack(mels))
     embedded, first = [], 0
     for start, stop, starts in items:
         own = partials[first : first + len(starts)]
@@ -164,33 +154,6 @@ def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
     return float(scores.mean())
 
 
-def _load_encoder():
-    """Resemblyzer's VoiceEncoder on the CPU, loaded once from the weights inside the wheel."""
-    global _encoder
-    with _encoder_lock:
-        if _encoder is None:
-            try:
-                from resemblyzer import VoiceEncoder  # heavy: the speaker encoder loads with its first use
-            except ImportError as e:
-                raise ImportError(
-                    "Finding speakers needs Resemblyzer: pip install webrtcvad-wheels==2.0.14.post1 "
-                    "&& pip install --no-deps resemblyzer==0.1.4"
-                ) from e
-            _encoder = VoiceEncoder("cpu", verbose=False)
-    return _encoder
-
-
-def _encode(encoder, mels: np.ndarray) -> np.ndarray:
-    """(P, frames, mel bins) float32 -> (P, 256) unit embeddings, in batches."""
-    import torch  # heavy: as the encoder
-
-    out = []
-    with _encoder_lock, torch.inference_mode():
-        for i in range(0, len(mels), PARTIAL_BATCH):
-            out.append(encoder(torch.from_numpy(mels[i : i + PARTIAL_BATCH])).numpy())
-    return np.concatenate(out)
-
-
 def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, waveform: np.ndarray) -> list[Turn]:
     """One segment as turns: split where its partial windows move to another speaker's centroid.
     A turn is flagged `mixed` when a window within it (give or take the margin) sounds like
@@ -210,7 +173,7 @@ def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, wavefor
     if len(merged) < 2:
         whole.mixed = len({speaker for _, _, speaker in runs}) > 1
         return [whole]
-    window = _partial_window_samples()
+    window = voice_encoder.PARTIAL_SAMPLES
     margin = int(window * CHANGE_MARGIN_SHARE)
     cuts = [item.start]
     for (_, end_a, _), (first_b, _, _) in zip(merged, merged[1:]):
@@ -232,12 +195,6 @@ def _split_on_change(item: _Embedded, label: int, centroids: np.ndarray, wavefor
     return [Turn(a / SAMPLE_RATE, b / SAMPLE_RATE, speaker,
                  mixed=bool((nearest[(starts >= a - margin) & (starts + window <= b + margin)] != speaker).any()))
             for a, b, speaker in pieces]
-
-
-def _partial_window_samples() -> int:
-    from resemblyzer.hparams import mel_window_step, partials_n_frames  # heavy: as above
-
-    return partials_n_frames * mel_window_step * SAMPLE_RATE // 1000
 
 
 def _quietest(waveform: np.ndarray, lo: int, hi: int, limit: int) -> int:

@@ -44,7 +44,7 @@ from ..batch.rows import no_verdict, verdict
 from ..engine.recognizer import ProgressCallback
 from ..errors import Emotion2vecError
 from ..outputs.folders import check_free_space, save_recognition
-from ..results import label_for
+from ..results import RANDOM_WEIGHTS_WARNING, counted, label_for, noun_for
 from ..settings import Settings
 from .batch_upload import BatchFile, BatchLimitError, BatchLimits, gather_uploads, remove_workdir
 from .conversation import SPEAKER_CHOICES
@@ -62,6 +62,11 @@ SUMMARY_FILE = "summary.csv"
 ZIP_PREFIX = "emotion2vec_batch_"
 STORED_SUFFIXES = (".wav", ".npy")  # already dense: stored in the zip, not compressed
 PROGRESS_EVERY_S = 0.3  # the page's progress is redrawn at most this often
+RUN_LABEL = "📦 开始批量识别 Run the batch"  # the tab's button
+BATCH_CSS = """
+#e2v-batch-downloads .label-clear-button { display: none; }  /* downloads are output only: nothing to remove */
+.e2v-batch-selection { font-size: 14px; }
+"""
 TABLE_COLUMNS = ["文件 File", "时长 Duration", "情绪 Emotion", "置信度 Confidence", "次要情绪 Second emotion",
                  "输出文件夹或错误 Output folder, or the error"]  # a file has one or the other
 TABLE_WIDTHS = ["17%", "10%", "16%", "10%", "19%", "28%"]
@@ -149,7 +154,8 @@ class PageBatch:
             downloads = self.serve([summary_csv, archive])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return BatchOutcome(rows, downloads, batch_summary(rows, plan, self.model.labels))
+        return BatchOutcome(rows, downloads, batch_summary(rows, plan, self.model.labels,
+                                                          random_weights=self.model.random_weights))
 
     def _groups(self, plan: BatchPlan, progress: GroupProgress | None,
                 stop: threading.Event | None) -> Iterator[list[_Decoded]]:
@@ -178,17 +184,21 @@ class PageBatch:
             return _Decoded(position, file, error=file.error)
         if progress:
             progress(0.0, "解码 Decoding", range(position, position + 1))
+        started = time.perf_counter()
         try:
-            return _Decoded(position, file, self.model.decode(
+            decoded = _Decoded(position, file, self.model.decode(
                 file.path, name=file.name, keep_channels=plan.speakers == "channels"))
         except Exception as e:  # noqa: BLE001 (a bad file is its row's error; the batch goes on)
-            return _Decoded(position, file, error=_row_error(file.name, e))
+            decoded = _Decoded(position, file, error=_row_error(file.name, e))
+        decoded.decode_s = time.perf_counter() - started
+        return decoded
 
     def _group_rows(self, group: list[_Decoded], plan: BatchPlan, progress: GroupProgress | None) -> Iterator[dict]:
         """The group's rows in order: its decoded files recognised in one turn, each result saved."""
         files = range(group[0].position, group[-1].position + 1)
         step = (lambda fraction, text: progress(fraction, text, files)) if progress else (lambda fraction, text: None)
         ready = [decoded for decoded in group if decoded.audio is not None]
+        started = time.perf_counter()
         if ready:
             step(0.05, "等待模型 Waiting for the model")
             inference = lambda fraction, text: step(0.05 + 0.9 * fraction, f"推理 Inference: {text}")  # noqa: E731
@@ -198,8 +208,13 @@ class PageBatch:
                 else:
                     decoded.result = outcome
             step(0.97, "保存 Saving")
+        recognition_s = time.perf_counter() - started if ready else 0.0
         for decoded in group:
-            yield self._saved_row(decoded)
+            saving = time.perf_counter()
+            row = self._saved_row(decoded)
+            seconds = decoded.decode_s + (recognition_s if decoded.audio is not None else 0.0)
+            _log_row(row, decoded, len(plan.files), seconds + time.perf_counter() - saving, len(ready))
+            yield row
 
     def _saved_row(self, decoded: _Decoded) -> dict:
         """The file's row: its result, saved in its own output folder, or its error."""
@@ -235,6 +250,7 @@ class _Decoded:
     audio: object = None  # audio.Audio
     error: str = ""
     result: object = None  # results.EmotionResult
+    decode_s: float = 0.0  # seconds its decoding took
 
 
 def _row_error(name: str, error: Exception) -> str:
@@ -244,6 +260,19 @@ def _row_error(name: str, error: Exception) -> str:
         return str(error)
     log.error("batch: recognition of %s failed", name, exc_info=error)
     return f"{name}: the server failed on this file (a bug, logged on the server); the rest of the batch went on."
+
+
+def _log_row(row: dict, decoded: _Decoded, total: int, seconds: float, together: int) -> None:
+    """The server's line for a finished file of a batch: its name and audio duration, then its
+    emotion and output folder, or its error; `seconds` are its decoding, the recognition of its
+    group (`together` files recognised at once) and its saving."""
+    where = f"batch file {decoded.position + 1}/{total}: {row['file']}"
+    if row["error"]:
+        log.info("%s failed after %.2f s: %s", where, seconds, row["error"])
+        return
+    group = f" (recognised with {counted(together - 1, 'other file')})" if together > 1 else ""
+    log.info("%s (%.1f s of audio): %s %.1f%% in %.2f s%s -> %s", where, row["duration_s"], row["emotion"],
+             100 * row["confidence"], seconds, group, row["output_folder"])
 
 
 def _copies_in_temp(files: list[Path]) -> list[str]:
@@ -300,15 +329,20 @@ def write_batch_zip(path: Path, summary_csv: Path, folders: list[Path]) -> None:
                               compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
 
 
-def batch_summary(rows: list[dict], plan: BatchPlan, labels: list[str]) -> dict:
-    """The API's JSON: counts, files per emotion (the model's labels, in order), and the rows."""
+def batch_summary(rows: list[dict], plan: BatchPlan, labels: list[str], random_weights: bool = False) -> dict:
+    """The API's JSON: counts, files per emotion (the model's labels, in order), and the rows;
+    with `random_weights` (a model built with random weights) also `random_weights: true` and
+    `model_warning`, as in each result.json."""
     good = [row for row in rows if not row["error"]]
-    return {
+    summary = {
         "files": len(rows), "recognised": len(good), "failed": len(rows) - len(good),
         "granularity": plan.granularity, "embedding": plan.embedding,
         "emotion_counts": {label: sum(row["emotion"] == label for row in good) for label in labels},
         "rows": rows,
     }
+    if random_weights:
+        summary |= {"random_weights": True, "model_warning": RANDOM_WEIGHTS_WARNING}
+    return summary
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -378,7 +412,7 @@ def progress_html(done: int, total: int, failed: int, current: list[str] | None 
                   step: str = "") -> str:
     """Two bars: the batch (files finished of all) and the files in progress (`current`, their names)."""
     batch_bar = _bar(done / total if total else 0.0, "#4f46e5")
-    head = (f"批次 Batch: <b>{done} / {total}</b> 个文件完成 files done"
+    head = (f"批次 Batch: <b>{done} / {total}</b> 个文件完成 {noun_for(total, 'file')} done"
             + (f" · <span style='color:#d62828'>{failed} 失败 failed</span>" if failed else ""))
     if current is None:
         return f'<div class="e2v-batch-progress"><div>{head}</div>{batch_bar}</div>'
@@ -403,9 +437,46 @@ def _span(names: list[str]) -> str:
 def idle_html(settings: Settings) -> str:
     return (
         '<div class="e2v-card e2v-empty">等待文件 · Waiting for files<br><small>'
-        f"拖入多个音频文件或一个 .zip，然后点击 📦 开始批量识别 · drop audio files or a .zip, then press "
-        f"📦 开始批量识别 (at most {settings.batch_max_files} files, {settings.batch_max_mb:g} MB per batch)</small></div>"
+        f"拖入多个音频文件或一个 .zip，然后点击 {RUN_LABEL} · drop audio files or a .zip, then press "
+        f"{RUN_LABEL} (at most {counted(settings.batch_max_files, 'file')}, {settings.batch_max_mb:g} MB per batch)"
+        "</small></div>"
     )
+
+
+def selection_html(files, settings: Settings) -> str:
+    """The line under the upload box: how many files are chosen and their size ("已选 6 个文件 ·
+    6 files, 12.3 MB"), the .zip archives among them (whose audio is counted when the batch
+    starts), and a warning when the other files alone are over the batch's limits."""
+    paths = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files or []) if f]
+    if not paths:
+        return '<div class="e2v-batch-selection">未选择文件 · No files chosen</div>'
+    sizes = {path: _file_bytes(path) for path in paths}
+    archives = [path for path in paths if path.lower().endswith(".zip")]
+    text = f"已选 <b>{len(paths)}</b> 个文件 · {counted(len(paths), 'file')}, {_size_text(sum(sizes.values()))}"
+    if archives:
+        their = "its" if len(archives) == 1 else "their"
+        text += (f" (含 {len(archives)} 个 .zip，其中的音频在开始时计数 · {counted(len(archives), '.zip archive')}: "
+                 f"{their} audio files are counted when the batch starts)")
+    plain = [path for path in paths if path not in archives]
+    plain_bytes = sum(sizes[path] for path in plain)
+    if len(plain) > settings.batch_max_files or plain_bytes > settings.batch_max_mb * 2**20:
+        text += (f'<br><span style="color:#d62828">⚠️ 超出限制 over this server\'s limit of '
+                 f"{counted(settings.batch_max_files, 'file')}, {settings.batch_max_mb:g} MB per batch</span>")
+    return f'<div class="e2v-batch-selection">{text}</div>'
+
+
+def _file_bytes(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:  # gone from the upload folder: it counts as nothing
+        return 0
+
+
+def _size_text(size: int) -> str:
+    """12.3 MB; 85 KB under a megabyte; 512 B under a kilobyte."""
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MB"
+    return f"{size / 1024:.0f} KB" if size >= 1024 else f"{size} B"
 
 
 def done_html(rows: list[dict], seconds: float) -> str:
@@ -469,6 +540,9 @@ def page_updates(batch: PageBatch, plan: BatchPlan) -> Iterator[PageView]:
                 raise payload[0]
             if kind == "done":
                 outcome = payload[0]
+                failed_rows = sum(bool(row["error"]) for row in rows)
+                log.info("page batch of %s: %d recognised, %d failed in %.1f s", counted(len(rows), "file"),
+                         len(rows) - failed_rows, failed_rows, time.monotonic() - started)
                 yield PageView(done_html(rows, time.monotonic() - started), table_rows(rows),
                                emotion_counts_frame(rows, batch.model.labels), outcome.downloads)
                 return
@@ -544,7 +618,7 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
         except Exception as e:  # noqa: BLE001 (every failure is answered in plain text)
             error = refused(e)
             raise gr.Error(error.message, title=error.title, duration=20, print_exception=False) from None
-        log.info("batch of %d file(s): %d recognised, %d failed", len(rows), outcome.summary["recognised"],
+        log.info("batch of %s: %d recognised, %d failed", counted(len(rows), "file"), outcome.summary["recognised"],
                  outcome.summary["failed"])
         return outcome.summary, outcome.downloads
 
@@ -554,9 +628,12 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
                 label="音频文件 · Audio files / .zip", file_count="multiple", type="filepath",
                 elem_id="e2v-batch-files", height=220,
             )
+            selection = gr.HTML(selection_html(None, settings), elem_id="e2v-batch-selection")
+            run_button = gr.Button(RUN_LABEL, variant="primary", size="lg", elem_id="e2v-batch-run")
             gr.Markdown(
                 "一次拖入多个文件，或一个装有音频的 .zip · drop many files at once, or a .zip of audio files. "
-                f"每批最多 At most **{settings.batch_max_files}** 个文件 files, **{settings.batch_max_mb:g} MB**.",
+                f"每批最多 At most **{settings.batch_max_files}** 个文件 "
+                f"{noun_for(settings.batch_max_files, 'file')}, **{settings.batch_max_mb:g} MB**.",
                 elem_classes="e2v-help",
             )
             granularity_input = gr.Radio(
@@ -569,7 +646,6 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
             )
             embedding_input = gr.Checkbox(label="提取 Embedding 特征", value=False, elem_id="e2v-batch-embedding",
                                           info="每个文件另存 embedding.npy · also save each file's features")
-            run_button = gr.Button("📦 开始批量识别", variant="primary", size="lg", elem_id="e2v-batch-run")
         with gr.Column(scale=3, min_width=480):
             progress_box = gr.HTML(idle_html(settings), elem_id="e2v-batch-progress")
             table = gr.Dataframe(
@@ -588,6 +664,8 @@ def batch_tab(model, settings: Settings, serve: Callable[[list[Path]], list[str]
                 interactive=False, elem_id="e2v-batch-downloads",
             )
     inputs = [files_input, granularity_input, embedding_input, speakers_input]
+    files_input.change(lambda files: selection_html(files, settings), files_input, selection,
+                       api_visibility="private", queue=False)
     granularity_input.change(lambda g: gr.update(visible=g == "segment"), granularity_input, speakers_input,
                              api_visibility="private", queue=False)
     run_button.click(

@@ -20,7 +20,7 @@ import re
 import gradio as gr
 import pandas as pd
 
-from ..results import EmotionResult, label_for
+from ..results import EmotionResult, counted, label_for, noun_for
 from ..segments.conversation import ONE_SPEAKER, check_speaker_names, check_speakers
 from .views import EMOTION_COLORS
 
@@ -102,7 +102,7 @@ def check_channel_names(names: list[str] | None, channels: int, source: str) -> 
     """ValueError unless `names` (when given) name each of a recording's `channels` once."""
     if names and channels >= 2 and len(names) != channels:
         raise ValueError(
-            f"{source}: {len(names)} speaker names given for a recording with {channels} channels; "
+            f"{source}: {counted(len(names), 'speaker name')} given for a recording with {channels} channels; "
             "give one name per channel, in channel order, or none."
         )
 
@@ -209,8 +209,9 @@ def stats_html(result: EmotionResult) -> str:
     if parts:
         took += f" ({' · '.join(parts)})"
     return (
-        f'<div class="e2v-conv-stats"><b>{len(result.speakers)}</b> 位说话人 speakers · '
-        f"<b>{len(result.segments)}</b> 个语段 segments · 语音 speech <b>{clock(speech_s)}</b> / "
+        f'<div class="e2v-conv-stats"><b>{len(result.speakers)}</b> 位说话人 {noun_for(len(result.speakers), "speaker")} · '
+        f"<b>{len(result.segments)}</b> 个语段 {noun_for(len(result.segments), 'segment')} · "
+        f"语音 speech <b>{clock(speech_s)}</b> / "
         f"{clock(result.duration_s)} · {took}</div>"
     )
 
@@ -238,7 +239,8 @@ def speaker_cards_html(result: EmotionResult) -> str:
             f'<div class="e2v-spk" style="--e2v-color: {EMOTION_COLORS.get(summary.dominant_emotion, "#888")}">'
             f'<div><span class="e2v-spk-name">{html.escape(summary.speaker)}</span> · '
             f"主要 dominant <b>{html.escape(dominant.display)}</b></div>"
-            f'<div class="e2v-meta">说话 speech {clock(summary.speech_s)} · {summary.num_segments} 段 segments</div>'
+            f'<div class="e2v-meta">说话 speech {clock(summary.speech_s)} · {summary.num_segments} 段 '
+            f'{noun_for(summary.num_segments, "segment")}</div>'
             f'<div class="e2v-share">{bar}</div><div>{html.escape(words)}</div>'
             f'<div class="e2v-moments e2v-meta">最强时刻 strongest moments: {html.escape(moments or "—")}</div>'
             "</div>"

@@ -28,14 +28,14 @@ from ..audio.formats import ACCEPTED_FORMATS
 from ..engine.recognizer import ProgressCallback
 from ..results import label_for
 from ..settings import Settings
-from .batch import batch_tab, malformed_batch_message
+from .batch import BATCH_CSS, batch_tab, malformed_batch_message
 from .conversation import CONVERSATION_CSS, DEFAULT_SPEAKERS, conversation_views, show_speaker_inputs, speaker_inputs
 from .login import LoginGuard
 from .requests import API_INPUTS, UserFacingError, api_values, check_options, malformed_call_message
 from .single import Handlers
 from .turns import TakingTurns
 from .upload import upload_script
-from .views import EMOTION_COLORS, GRANULARITIES, emotion_name, headline_html
+from .views import EMOTION_COLORS, EXAMPLE_LABEL, GRANULARITIES, RUN_LABEL, emotion_name, headline_html
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,10 @@ CSS = """
 .e2v-score-value { text-align: right; font-variant-numeric: tabular-nums; }
 .e2v-top { font-weight: 700; }
 #e2v-files .label-clear-button { display: none; }  /* downloads are output only: nothing to remove */
-""" + CONVERSATION_CSS
+#e2v-random-weights .e2v-banner { padding: 5px 12px; border-radius: 8px; border: 1px solid #f59e0b;
+  background: #fef3c7; color: #92400e; font-size: 14px; }
+.e2v-formats, .e2v-formats p { font-size: 13px !important; line-height: 1.45; }
+""" + CONVERSATION_CSS + BATCH_CSS
 EMOJI_FONTS = ["Noto Color Emoji", "Apple Color Emoji", "Segoe UI Emoji"]
 FONTS = ["Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", *EMOJI_FONTS, "system-ui", "sans-serif"]
 MONO_FONTS = ["Noto Sans Mono CJK SC", "ui-monospace", "Consolas", "monospace"]
@@ -131,6 +134,8 @@ def build_demo(model, settings: Settings):
             return (*shown[:3], gr.update(visible=shown[3]), *shown[4:9], gr.update(visible=shown[9]), *shown[10:])
 
         gr.Markdown(_header_markdown(model), elem_classes="e2v-header")
+        if model.random_weights:
+            gr.HTML(random_weights_banner(), elem_id="e2v-random-weights")
         with gr.Tabs(elem_id="e2v-tabs"):
             with gr.Tab("单个识别 Single", id="single", elem_id="e2v-tab-single"):
                 with gr.Row(equal_height=False):
@@ -162,8 +167,12 @@ def build_demo(model, settings: Settings):
             api_name="predict",
             concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID,
         )
+        # The example button loads the shipped clip, then recognises it as the run button would.
         example_button.click(
             lambda: str(EXAMPLE_AUDIO), outputs=[audio_input], api_visibility="private", concurrency_limit=None,
+        ).success(
+            recognize_page, inputs=inputs, outputs=page_outputs, api_visibility="private",
+            concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID, show_progress_on=[page_outputs[0]],
         )
         # A new file (or none) clears the previous file's result, so it is never read as this one's.
         audio_input.change(_cleared_outputs, outputs=page_outputs, api_visibility="private", queue=False)
@@ -180,18 +189,35 @@ def _header_markdown(model) -> str:
     )
 
 
+RANDOM_WEIGHTS_BANNER = (
+    "⚠️ <b>随机权重模型，情绪结果没有意义 · Random-weight model: its emotions are meaningless.</b> "
+    "此检查点由 build-checkpoint 以随机权重生成，用于测试和试用，未经训练 · this checkpoint was built with random "
+    "weights (build-checkpoint) for tests and trials; it is not a trained model."
+)
+
+
+def random_weights_banner() -> str:
+    """The header's notice for a model built with random weights (see results.RANDOM_WEIGHTS_WARNING)."""
+    return f'<div class="e2v-banner" role="alert">{RANDOM_WEIGHTS_BANNER}</div>'
+
+
 def _input_column():
-    """The left column: audio, options and buttons."""
+    """The left column: the audio, the buttons right under it (in view on a 1366x768 screen
+    whatever options are open), then the options and their help."""
     with gr.Column(scale=1, min_width=340):
         audio_input = gr.Audio(
             sources=["upload", "microphone"], type="filepath", elem_id=AUDIO_ELEMENT_ID, label="音频输入 Audio input",
             buttons=["download"],
         )
         gr.Markdown(
-            "点击上传、拖放文件或用麦克风录音 · click to upload, drop a file, or record with the microphone.  \n"
-            f"支持格式 Formats: **{ACCEPTED_FORMATS}** · 推荐时长 Recommended: **{RECOMMENDED_DURATION}**"
-            "（更长的音频也可以 · longer audio works too）"
+            "上传、拖放或用麦克风录音 · upload, drop a file or record · "
+            f"格式 Formats: **{ACCEPTED_FORMATS}** · 推荐时长 Recommended: **{RECOMMENDED_DURATION}**"
+            "（更长的音频也可以 · longer audio works too）",
+            elem_classes=["e2v-help", "e2v-formats"],
         )
+        with gr.Row(elem_id="e2v-actions"):
+            run_button = gr.Button(RUN_LABEL, variant="primary", size="lg", elem_id="e2v-run")
+            example_button = gr.Button(EXAMPLE_LABEL, variant="secondary", size="lg", elem_id="e2v-example")
         granularity_input = gr.Radio(
             [(label, value) for value, (label, _) in GRANULARITIES.items()],
             value="utterance", label="识别粒度 Granularity", elem_id="e2v-granularity",
@@ -204,8 +230,6 @@ def _input_column():
             label="提取 Embedding 特征", value=False, elem_id="e2v-embedding",
             info="另存 embedding.npy · also save the features (utterance: (D,), frame: (T, D), segment: (S, D))",
         )
-        run_button = gr.Button("🎯 开始识别", variant="primary", size="lg", elem_id="e2v-run")
-        example_button = gr.Button("加载示例音频 Load the example", variant="secondary", elem_id="e2v-example")
     return audio_input, granularity_input, embedding_input, run_button, example_button, speaker_options
 
 

@@ -26,7 +26,7 @@ from ..outputs.folders import (
     save_recognition,
 )
 from ..outputs.subtitles import CSV_FILE, SRT_FILE, VTT_FILE
-from ..results import EmotionResult
+from ..results import EmotionResult, counted
 from ..settings import Settings
 from .conversation import (
     DEFAULT_SPEAKERS,
@@ -121,9 +121,9 @@ def recognize_file(
     infer_s = time.perf_counter() - started
     notes = result.warnings  # short or nearly silent clip
     log_lines += [f"注意 Note: {note}" for note in notes]
-    frames = f", {len(result.frame_scores)} frames" if result.frame_scores is not None else ""
+    frames = f", {counted(len(result.frame_scores), 'frame')}" if result.frame_scores is not None else ""
     if granularity == "segment":
-        frames = f", {len(result.segments)} segments, {len(result.speakers)} speakers"
+        frames = f", {counted(len(result.segments), 'segment')}, {counted(len(result.speakers), 'speaker')}"
     shape = f", embedding {tuple(result.embedding.shape)}" if result.embedding is not None else ""
     log_lines.append(
         f"[3/4] 推理 Inference: {granularity} on {model.device} in {infer_s:.2f} s "

@@ -45,13 +45,17 @@ def emotion_name(key: str) -> str:
     return f"{label.emoji} {label.chinese} {label.english}"
 
 
+RUN_LABEL = "🎯 开始识别 Recognise"  # the single tab's button
+EXAMPLE_LABEL = "🎧 识别示例 Run the example"  # loads the shipped clip and recognises it
+
+
 def headline_html(result: EmotionResult | None, notes: list[str] | None = None) -> str:
     """The main emotion card: "😊 快乐 (Happy) 置信度: 85.3%", what that number is, and
     `notes` on the clip (see audio.clip_warnings); or a hint before any result."""
     if result is None:
         return (
             '<div class="e2v-card e2v-empty">等待识别 · Waiting for audio<br>'
-            "<small>上传或录制音频，然后点击 🎯 开始识别 · Upload or record audio, then press 🎯 开始识别</small></div>"
+            f"<small>上传或录制音频，然后点击 {RUN_LABEL} · Upload or record audio, then press {RUN_LABEL}</small></div>"
         )
     label = label_for(result.emotion)
     mode = GRANULARITIES.get(result.granularity, (result.granularity,))[0]
