@@ -262,17 +262,22 @@ def test_the_api_names_in_the_docs_exist(tiny_model):
 # -- examples, run as written --------------------------------------------------------------------
 
 
-def test_the_python_pages_example_runs_as_written(tmp_path, tiny_checkpoint, wav_clip):
-    snippet = code_blocks(page("python.md"), "python")[0]
-    assert "load_model()" in snippet and 'model.predict("clip.wav", granularity="frame")' in snippet
-    (tmp_path / "clip.wav").write_bytes(wav_clip.read_bytes())
+def run_python_example(snippet: str, folder, checkpoint, clip) -> None:
+    """Run a Python API example as written, on `clip` copied to clip.wav, with the tests' tiny checkpoint."""
+    (folder / "clip.wav").write_bytes(clip.read_bytes())
     # The library reads no E2V_ variable: the one change is the checkpoint, the tiny one the tests build.
-    snippet = snippet.replace("load_model()", f"load_model({str(tiny_checkpoint)!r}, device='cpu')")
-    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+    snippet = snippet.replace("load_model()", f"load_model({str(checkpoint)!r}, device='cpu')")
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=folder, env={"PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     emotion, confidence, scores = run.stdout.split(" ", 2)
     assert emotion in scores and 0 < float(confidence) <= 1
+
+
+def test_the_python_pages_example_runs_as_written(tmp_path, tiny_checkpoint, wav_clip):
+    snippet = code_blocks(page("python.md"), "python")[0]
+    assert "load_model()" in snippet and 'model.predict("clip.wav", granularity="frame")' in snippet
+    run_python_example(snippet, tmp_path, tiny_checkpoint, wav_clip)
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl and jq")

@@ -6,12 +6,10 @@ are in test_docs.py."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote
 
-from tests.test_docs import app_commands, app_parser, cli_commands, code_blocks, page, section
+from tests.test_docs import app_commands, app_parser, cli_commands, code_blocks, page, run_python_example, section
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -30,14 +28,7 @@ def test_readme_starts_with_the_two_commands():
 def test_python_api_snippet_runs_as_written(tmp_path, tiny_checkpoint, wav_clip):
     snippet = code_blocks(section(_readme(), "## Python API"), "python")[0]
     assert 'load_model().predict("clip.wav", granularity="frame")' in snippet
-    (tmp_path / "clip.wav").write_bytes(wav_clip.read_bytes())
-    # The library reads no E2V_ variable: the one change is the checkpoint, the tiny one the tests build.
-    snippet = snippet.replace("load_model()", f"load_model({str(tiny_checkpoint)!r}, device='cpu')")
-    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    emotion, confidence, scores = run.stdout.split(" ", 2)
-    assert emotion in scores and 0 < float(confidence) <= 1
+    run_python_example(snippet, tmp_path, tiny_checkpoint, wav_clip)
 
 
 def test_every_command_in_the_readme_parses():
