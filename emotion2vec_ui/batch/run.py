@@ -20,6 +20,7 @@ from pathlib import Path
 from ..audio.vad import VadSettings
 from ..interrupts import ctrl_c_noted
 from ..outputs.folders import save_recognition
+from ..results import counted
 from .manifest import BatchInput, batch_input, discover_inputs
 from .table import ResultTable, error_row, result_row, rows_to_table, table_schema
 
@@ -52,7 +53,7 @@ class BatchSummary:
         before = (f" ({self.failed_before} of them in earlier runs: --retry-failed redoes those)"
                   if self.failed_before else "")
         return (f"{state}done {self.done}, skipped {self.skipped}, failed {self.failed}{before} -> "
-                f"{self.out} ({self.rows} row{'' if self.rows == 1 else 's'}, {self.seconds:.1f} s)")
+                f"{self.out} ({counted(self.rows, 'row')}, {self.seconds:.1f} s)")
 
 
 def batch_schema(recognizer, granularity: str = "utterance", embedding: bool = False):
